@@ -1,0 +1,81 @@
+"""Decoding for any backbone with the shared interface (`forward(idx, kv_caches, pos_offset)`)."""
+from __future__ import annotations
+
+import torch
+
+
+def pick_next(
+    logits: torch.Tensor,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Next token ids (B,) from last-position logits (B, V): greedy at temperature 0."""
+    if temperature <= 0.0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k > 0:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[..., -1, None]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and 0.0 < top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        # drop a token when the tokens ranked above it already reach top_p
+        drop = probs.cumsum(dim=-1) - probs >= top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    probs = logits.softmax(dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def generate(
+    model,
+    prompt_ids: list[int],
+    max_new_tokens: int,
+    *,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_id: int | None = None,
+    use_cache: bool = True,
+    generator: torch.Generator | None = None,
+) -> list[int]:
+    """New token ids after `prompt_ids`, stopping at `eos_id` (not returned) or the budget.
+
+    Decoding stops early when the context window is full.
+    """
+    if not prompt_ids:
+        raise ValueError("generation needs a non-empty prompt")
+    device = next(model.parameters()).device
+    limit = model.context_length
+    if len(prompt_ids) >= limit:
+        raise ValueError(
+            f"prompt has {len(prompt_ids)} tokens but the context holds {limit}; shorten it"
+        )
+    was_training = model.training
+    model.eval()
+    ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)
+    caches = model.new_kv_caches() if use_cache else None
+    out: list[int] = []
+    step_input, offset = ids, 0
+    try:
+        for _ in range(max_new_tokens):
+            if offset + step_input.shape[1] > limit:
+                break
+            logits = model(step_input, kv_caches=caches, pos_offset=offset)[:, -1]
+            nxt = pick_next(logits, temperature, top_k, top_p, generator)
+            token = int(nxt.item())
+            if eos_id is not None and token == eos_id:
+                break
+            out.append(token)
+            if use_cache:
+                offset += step_input.shape[1]
+                step_input = nxt.view(1, 1)
+            else:
+                ids = torch.cat([ids, nxt.view(1, 1)], dim=1)
+                step_input = ids
+    finally:
+        model.train(was_training)
+    return out

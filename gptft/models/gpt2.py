@@ -1,0 +1,186 @@
+"""GPT-2 backbone: config, blocks and the interface every task relies on.
+
+Interface shared with other backbones (see `llama.py`):
+  blocks, final_norm, head          modules the fine-tuning code freezes or trains
+  embed(idx, pos_offset)            token ids -> input hidden states
+  run_blocks(x, start, stop, ...)   a slice of the block stack
+  forward(idx, kv_caches, pos_offset) -> logits
+  new_kv_caches()                   one empty cache per block, for `generation.generate`
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .kv_cache import KVCache, causal_attention
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 50257
+    context_length: int = 1024
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True
+    layer_norm_eps: float = 1e-5
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# Shapes of the published OpenAI checkpoints; gpt2-tiny is ours, for tests.
+SIZES = {
+    "gpt2": dict(n_layer=12, n_head=12, n_embd=768),
+    "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024),
+    "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280),
+    "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600),
+    "gpt2-tiny": dict(n_layer=4, n_head=4, n_embd=64),
+}
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        if cfg.n_embd % cfg.n_head:
+            raise ValueError(f"n_embd={cfg.n_embd} is not divisible by n_head={cfg.n_head}")
+        self.n_head = cfg.n_head
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.dropout = cfg.dropout
+        self.resid_drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        b, t, c = x.shape
+        q, k, v = self.c_attn(x).split(c, dim=2)
+        q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))
+        past = 0
+        if cache is not None:
+            past = cache.length
+            k, v = cache.append(k, v)
+        y = causal_attention(q, k, v, past, self.dropout if self.training else 0.0)
+        return self.resid_drop(self.c_proj(y.transpose(1, 2).reshape(b, t, c)))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
+        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps, bias=cfg.bias)
+        self.attn = SelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps, bias=cfg.bias)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    """GPT-2 with the Hugging Face parameter names (minus the `transformer.` quirks of Conv1D)."""
+
+    arch = "gpt2"
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.config = cfg
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
+                wpe=nn.Embedding(cfg.context_length, cfg.n_embd),
+                drop=nn.Dropout(cfg.dropout),
+                h=nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer)),
+                ln_f=nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps, bias=cfg.bias),
+            )
+        )
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # tied, as in GPT-2
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2's scaled init of residual projections
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    # -- the backbone interface -------------------------------------------------------------
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.transformer.h
+
+    @property
+    def final_norm(self) -> nn.Module:
+        return self.transformer.ln_f
+
+    @property
+    def head(self) -> nn.Module:
+        return self.lm_head
+
+    @head.setter
+    def head(self, module: nn.Module) -> None:
+        self.lm_head = module
+
+    @property
+    def embedding(self) -> nn.Embedding:
+        return self.transformer.wte
+
+    @property
+    def context_length(self) -> int:
+        return self.config.context_length
+
+    def embed(self, idx: torch.Tensor, pos_offset: int = 0) -> torch.Tensor:
+        t = idx.shape[1]
+        if pos_offset + t > self.config.context_length:
+            raise ValueError(
+                f"sequence of {pos_offset + t} tokens exceeds the context length "
+                f"{self.config.context_length}; truncate the input"
+            )
+        pos = torch.arange(pos_offset, pos_offset + t, device=idx.device)
+        return self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+
+    def run_blocks(
+        self,
+        x: torch.Tensor,
+        start: int = 0,
+        stop: int | None = None,
+        kv_caches: list[KVCache] | None = None,
+        pos_offset: int = 0,  # unused: GPT-2 adds positions in `embed`
+    ) -> torch.Tensor:
+        stop = len(self.blocks) if stop is None else stop
+        for i in range(start, stop):
+            x = self.blocks[i](x, None if kv_caches is None else kv_caches[i])
+        return x
+
+    def new_kv_caches(self) -> list[KVCache]:
+        return [KVCache() for _ in self.blocks]
+
+    def forward(
+        self, idx: torch.Tensor, kv_caches: list[KVCache] | None = None, pos_offset: int = 0
+    ) -> torch.Tensor:
+        x = self.run_blocks(self.embed(idx, pos_offset), kv_caches=kv_caches, pos_offset=pos_offset)
+        return self.head(self.final_norm(x))
+
+
+def gpt2_config(name: str, **overrides) -> GPTConfig:
+    if name not in SIZES:
+        raise ValueError(f"unknown GPT-2 size {name!r}; choose one of {sorted(SIZES)}")
+    return GPTConfig(**{**SIZES[name], **overrides})
