@@ -15,6 +15,8 @@ class Tokenizer(Protocol):
 
     def decode(self, ids: list[int]) -> str: ...
 
+    def spec(self) -> dict: ...
+
 
 class TiktokenTokenizer:
     """GPT-2's byte-level BPE through tiktoken. Special-token text in data is kept as plain text."""
@@ -45,6 +47,21 @@ class TiktokenTokenizer:
     def decode(self, ids: list[int]) -> str:
         return self._enc.decode(list(ids))
 
+    def spec(self) -> dict:
+        """What a checkpoint stores to rebuild this tokenizer."""
+        return {"kind": "tiktoken", "encoding": self.name}
+
 
 def gpt2_tokenizer() -> TiktokenTokenizer:
     return TiktokenTokenizer("gpt2")
+
+
+def tokenizer_from_spec(spec: dict) -> Tokenizer:
+    """Rebuild the tokenizer a checkpoint was trained with."""
+    if spec.get("kind") == "tiktoken":
+        return TiktokenTokenizer(spec["encoding"])
+    if spec.get("kind") == "hf":
+        from .hf_tokenizer import tokenizer_from_spec as hf_from_spec
+
+        return hf_from_spec(spec)
+    raise ValueError(f"unknown tokenizer spec {spec.get('kind')!r} in checkpoint")

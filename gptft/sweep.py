@@ -1,0 +1,44 @@
+"""After a Hydra multirun: one table of every job's overrides and final metrics."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+
+def collect(sweep_dir: Path) -> list[dict]:
+    rows = []
+    for metrics_file in sorted(sweep_dir.glob("*/metrics.json"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0):
+        job = metrics_file.parent
+        overrides_file = job / ".hydra" / "overrides.yaml"
+        overrides = OmegaConf.load(overrides_file) if overrides_file.exists() else []
+        m = json.loads(metrics_file.read_text())
+        rows.append({"job": job.name, "overrides": " ".join(overrides), **m.get("flat", {}),
+                     "wall_time_s": m.get("wall_time_s")})
+    return rows
+
+
+def write_summary(sweep_dir: Path) -> str:
+    rows = collect(sweep_dir)
+    if not rows:
+        return f"no finished jobs under {sweep_dir}"
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    with open(sweep_dir / "summary.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        w.writerows(rows)
+    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else ("" if v is None else str(v))
+    md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    md += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    text = "\n".join(md)
+    (sweep_dir / "summary.md").write_text(text + "\n")
+    return text
+
+
+class SweepSummary(Callback):
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        print(f"\nsweep summary ({sweep_dir / 'summary.md'}):\n{write_summary(sweep_dir)}", flush=True)

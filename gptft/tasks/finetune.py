@@ -1,0 +1,112 @@
+"""Which parameters train, and the cache of the frozen prefix's hidden states."""
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn as nn
+
+log = logging.getLogger(__name__)
+
+MODES = ("last_blocks", "full", "head_only")
+
+
+def configure_trainable(backbone: nn.Module, mode: str, trainable_blocks: int = 1) -> int:
+    """Freeze the backbone except what `mode` trains; return the index of the first trainable block.
+
+    last_blocks: the last N blocks, the final norm and the head. full: everything.
+    head_only: the head alone. The input embedding trains only in `full`.
+    """
+    n = len(backbone.blocks)
+    if mode == "full":
+        backbone.requires_grad_(True)
+        return 0
+    if mode == "last_blocks":
+        if not 1 <= trainable_blocks <= n:
+            raise ValueError(
+                f"finetune.trainable_blocks={trainable_blocks} is out of range: the model has {n} "
+                f"blocks; use 1..{n}, or finetune.mode=full / head_only"
+            )
+        boundary = n - trainable_blocks
+    elif mode == "head_only":
+        boundary = n
+    else:
+        raise ValueError(f"unknown finetune.mode={mode!r}; choose one of {', '.join(MODES)}")
+    backbone.requires_grad_(False)
+    for block in backbone.blocks[boundary:]:
+        block.requires_grad_(True)
+    if mode == "last_blocks":
+        backbone.final_norm.requires_grad_(True)
+    backbone.head.requires_grad_(True)
+    return boundary
+
+
+def set_train_mode(backbone: nn.Module, boundary: int, training: bool) -> None:
+    """Train mode only for what trains: the frozen prefix always runs without dropout."""
+    if boundary == 0:
+        backbone.train(training)
+        return
+    backbone.train(False)
+    if training:
+        for block in backbone.blocks[boundary:]:
+            block.train()
+        backbone.final_norm.train()
+        backbone.head.train()
+
+
+class PrefixCache:
+    """Hidden states after the frozen blocks, per example id, computed once.
+
+    Valid only while the prefix is frozen and runs without dropout; the task checks that.
+    Rows are stored at their real length, so a message's cached states never depend on the
+    batch it was first seen in (causal attention: real tokens never see right padding).
+    """
+
+    def __init__(self, boundary: int, dtype: torch.dtype, max_bytes: int):
+        self.boundary = boundary
+        self.dtype = dtype
+        self.max_bytes = max_bytes
+        self.rows: dict[int, torch.Tensor] = {}
+        self.nbytes = 0
+        self.full = False
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @torch.no_grad()
+    def _compute(self, backbone, input_ids: torch.Tensor) -> torch.Tensor:
+        return backbone.run_blocks(backbone.embed(input_ids), 0, self.boundary)
+
+    def hidden(self, backbone, input_ids: torch.Tensor, lengths: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """(B, T, d) prefix output for the batch; rows past each length are zeros."""
+        keys = ids.tolist()
+        missing = [i for i, k in enumerate(keys) if k not in self.rows]
+        fresh = {}
+        if missing:
+            sub = input_ids[missing]
+            sub_len = lengths[missing]
+            out = self._compute(backbone, sub[:, : int(sub_len.max())])
+            for j, i in enumerate(missing):
+                row = out[j, : int(sub_len[j])].to(self.dtype)
+                fresh[keys[i]] = row
+                self._store(keys[i], row)
+        rows = [fresh[k] if k in fresh else self.rows[k] for k in keys]
+        x = torch.zeros(len(rows), input_ids.shape[1], rows[0].shape[-1], dtype=self.dtype, device=input_ids.device)
+        for i, row in enumerate(rows):
+            x[i, : row.shape[0]] = row
+        return x
+
+    def _store(self, key: int, row: torch.Tensor) -> None:
+        if self.full:
+            return
+        size = row.numel() * row.element_size()
+        if self.nbytes + size > self.max_bytes:
+            self.full = True
+            log.warning(
+                "prefix cache reached finetune.cache_max_gb=%.2f with %d examples; the rest are "
+                "recomputed each time (raise the limit to cache everything)",
+                self.max_bytes / 2**30, len(self.rows),
+            )
+            return
+        self.rows[key] = row.clone()
+        self.nbytes += size

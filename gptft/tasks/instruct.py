@@ -1,0 +1,125 @@
+"""Instruction tuning: next-token loss on the response tokens, with the LM head."""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torchmetrics import SumMetric
+
+from .base import FinetuneTask
+
+IGNORE = -100
+
+
+def untie_head(backbone: nn.Module) -> None:
+    """Give the head its own weight so it can train while the input embedding stays frozen."""
+    head = backbone.head
+    if head.weight is backbone.embedding.weight:
+        new = nn.Linear(head.in_features, head.out_features, bias=head.bias is not None)
+        with torch.no_grad():
+            new.weight.copy_(head.weight)
+            if head.bias is not None:
+                new.bias.copy_(head.bias)
+        backbone.head = new
+
+
+def target_loss(backbone: nn.Module, h: torch.Tensor, targets: torch.Tensor, targets_only: bool = True):
+    """(sum of token losses, number of target tokens).
+
+    targets_only runs the vocabulary-sized head only where a target exists; the result is the same.
+    """
+    if targets_only:
+        keep = targets != IGNORE
+        logits = backbone.head(h[keep])
+        total = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
+        return total, int(keep.sum())
+    logits = backbone.head(h)
+    total = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="sum")
+    return total, int((targets != IGNORE).sum())
+
+
+class InstructTask(FinetuneTask):
+    task_name = "instruct"
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        *,
+        meta: Mapping,
+        finetune: Mapping,
+        optimizer: Mapping,
+        targets_only: bool = True,
+        sample_prompts: Sequence[tuple[str, list[int]]] = (),
+        eot_id: int | None = None,
+        decode=None,
+        sample_tokens: int = 64,
+    ):
+        super().__init__(backbone, meta=meta, finetune=finetune, optimizer=optimizer)
+        if self.finetune.get("mode", "last_blocks") != "full":
+            untie_head(backbone)  # tied head would train the frozen embedding too
+        self.freeze_body()
+        self.targets_only = targets_only
+        self.sample_prompts = list(sample_prompts)
+        self.eot_id = eot_id
+        self.decode = decode
+        self.sample_tokens = sample_tokens
+        self.sums = nn.ModuleDict({s: SumMetric() for s in ("val_loss", "val_n", "test_loss", "test_n")})
+        self.final: dict[str, float] = {}
+
+    def _loss(self, batch):
+        h = self.hidden_states(batch)
+        total, n = target_loss(self.backbone, h, batch["targets"], self.targets_only)
+        return total, n
+
+    def training_step(self, batch, batch_idx):
+        total, n = self._loss(batch)
+        loss = total / max(1, n)  # an all-masked batch gives 0, not NaN
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def _eval_step(self, batch, split: str):
+        total, n = self._loss(batch)
+        self.sums[f"{split}_loss"].update(total.detach())
+        self.sums[f"{split}_n"].update(torch.tensor(float(n)))
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, "test")
+
+    def _epoch_end(self, split: str) -> None:
+        total, n = self.sums[f"{split}_loss"].compute(), self.sums[f"{split}_n"].compute()
+        self.sums[f"{split}_loss"].reset()
+        self.sums[f"{split}_n"].reset()
+        if float(n) == 0:
+            return
+        loss = float(total) / float(n)
+        ppl = math.exp(min(loss, 50.0))
+        self.log(f"{split}/loss", loss, prog_bar=split == "val")
+        self.log(f"{split}/ppl", ppl)
+        self.final[split] = {"loss": loss, "ppl": ppl, "tokens": int(n)}
+
+    def on_validation_epoch_end(self) -> None:
+        self._epoch_end("val")
+        if not self.trainer.sanity_checking:
+            self._log_samples()
+
+    def on_test_epoch_end(self) -> None:
+        self._epoch_end("test")
+
+    def _log_samples(self) -> None:
+        """Responses to a few fixed validation prompts, as TensorBoard text."""
+        from ..models.generation import generate
+
+        exp = getattr(self.logger, "experiment", None)
+        if not self.sample_prompts or exp is None or not hasattr(exp, "add_text") or self.decode is None:
+            return
+        lines = []
+        for prompt, ids in self.sample_prompts:
+            out = generate(self.backbone, ids, self.sample_tokens, eos_id=self.eot_id)
+            lines.append(f"**prompt**\n\n```\n{prompt}\n```\n\n**response**\n\n```\n{self.decode(out)}\n```")
+        exp.add_text("val/samples", "\n\n---\n\n".join(lines), self.global_step)

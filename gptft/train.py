@@ -1,0 +1,103 @@
+"""`python -m gptft.train task=spam|instruct ...`: fine-tune, test on the best checkpoint, report."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import time
+import warnings
+from pathlib import Path
+
+import hydra
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+from .models.build import build_backbone
+from .tasks.factory import make_task
+from .runtime import resolve_trainer_kwargs
+
+log = logging.getLogger("gptft.train")
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def fit_and_test(cfg: DictConfig, run_dir: Path) -> dict:
+    """Train, then score every split with the best checkpoint; returns the metrics written to metrics.json."""
+    start = time.perf_counter()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    backbone, tokenizer = build_backbone(cfg.model)
+    max_length = cfg.data.get("max_length") or backbone.context_length
+    dm = hydra.utils.instantiate(cfg.data, tokenizer=tokenizer, max_length=max_length, _convert_="all")
+    dm.setup("fit")
+    task = make_task(cfg, backbone, tokenizer, dm)
+
+    monitor, mode = cfg.task.monitor, cfg.task.monitor_mode
+    ckpt = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
+        save_top_k=1, save_last=True, auto_insert_metric_name=False,
+    )
+    logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
+    trainer = L.Trainer(
+        **resolve_trainer_kwargs(cfg.trainer), callbacks=[ckpt], logger=logger, default_root_dir=str(run_dir)
+    )
+    trainer.fit(task, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+    best = ckpt.best_model_path or ckpt.last_model_path or None
+    task.test_splits = tuple(cfg.task.final_splits)
+    trainer.test(task, dataloaders=[dm.eval_dataloader(s) for s in task.test_splits], ckpt_path=best or None,
+                 verbose=False)
+
+    metrics = {
+        "task": cfg.task.name,
+        "model": cfg.model.name,
+        "splits": task.final,
+        "best_ckpt": best,
+        "last_ckpt": ckpt.last_model_path or None,
+        "wall_time_s": round(time.perf_counter() - start, 1),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+        "precision": str(trainer.precision),
+        "data": getattr(dm, "report", {}),
+    }
+    if getattr(task, "label_names", None):
+        metrics["label_names"] = task.label_names
+    metrics["flat"] = {f"{s}/{k}": v for s, d in task.final.items() for k, v in d.items() if not isinstance(v, list)}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def summary(metrics: dict, run_dir: Path) -> str:
+    lines = [f"gptft {metrics['task']} with {metrics['model']}: done in {metrics['wall_time_s']} s, "
+             f"peak memory {metrics['peak_rss_mib'] / 1024:.2f} GiB, precision {metrics['precision']}"]
+    splits = metrics["splits"]
+    cols = [k for k in ("acc", "f1", "loss", "ppl") if any(k in d for d in splits.values())]
+    lines.append("  split  " + "".join(f"{c:>10}" for c in cols))
+    for s, d in splits.items():
+        lines.append(f"  {s:<6} " + "".join(f"{d[c]:>10.4f}" if c in d else f"{'':>10}" for c in cols))
+    lines.append(f"  run folder:  {run_dir}")
+    lines.append(f"  best ckpt:   {metrics['best_ckpt']}")
+    lines.append(f"  TensorBoard: tensorboard --logdir {run_dir / 'tensorboard'}")
+    return "\n".join(lines)
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Run one job; return the value of `cfg.optimized_metric` (for sweepers)."""
+    run_dir = Path(cfg.get("run_dir") or os.getcwd())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metrics = fit_and_test(cfg, run_dir)
+    print(summary(metrics, run_dir), flush=True)
+    return metrics["flat"].get(cfg.get("optimized_metric"))
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()
