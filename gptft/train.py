@@ -26,7 +26,7 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def fit_and_test(cfg: DictConfig, run_dir: Path) -> dict:
+def fit_and_test(cfg: DictConfig, run_dir: Path, callbacks: tuple = ()) -> dict:
     """Train, then score every split with the best checkpoint; returns the metrics written to metrics.json."""
     start = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -43,7 +43,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path) -> dict:
     )
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
     trainer = L.Trainer(
-        **resolve_trainer_kwargs(cfg.trainer), callbacks=[ckpt], logger=logger, default_root_dir=str(run_dir)
+        **resolve_trainer_kwargs(cfg.trainer), callbacks=[ckpt, *callbacks], logger=logger, default_root_dir=str(run_dir)
     )
     trainer.fit(task, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
     best = ckpt.best_model_path or ckpt.last_model_path or None
@@ -61,6 +61,9 @@ def fit_and_test(cfg: DictConfig, run_dir: Path) -> dict:
         "peak_rss_mib": round(peak_rss_mib(), 1),
         "precision": str(trainer.precision),
         "data": getattr(dm, "report", {}),
+        "prefix_cache": None if task.prefix_cache is None else {
+            "examples": len(task.prefix_cache), "mib": round(task.prefix_cache.nbytes / 2**20, 2),
+            "dtype": str(task.prefix_cache.dtype), "boundary_block": task.boundary},
     }
     if getattr(task, "label_names", None):
         metrics["label_names"] = task.label_names

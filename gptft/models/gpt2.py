@@ -2,6 +2,7 @@
 
 Interface shared with other backbones (see `llama.py`):
   blocks, final_norm, head          modules the fine-tuning code freezes or trains
+                                    (head must be a direct child; tasks swap it with `replace_head`)
   embed(idx, pos_offset)            token ids -> input hidden states
   run_blocks(x, start, stop, ...)   a slice of the block stack
   forward(idx, kv_caches, pos_offset) -> logits
@@ -134,10 +135,6 @@ class GPT(nn.Module):
     @property
     def head(self) -> nn.Module:
         return self.lm_head
-
-    @head.setter
-    def head(self, module: nn.Module) -> None:
-        self.lm_head = module
 
     @property
     def embedding(self) -> nn.Embedding:

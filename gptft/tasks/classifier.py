@@ -10,6 +10,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from .base import FinetuneTask
+from .finetune import replace_head
 
 POOLINGS = ("last_token", "last")
 
@@ -52,11 +53,12 @@ class ClassifierTask(FinetuneTask):
         self.pooling = pooling
         self.label_names = list(label_names)
         n = len(label_names)
-        backbone.head = nn.Linear(backbone.config.n_embd, n)
+        replace_head(backbone, nn.Linear(backbone.config.n_embd, n))
         self.freeze_body()
-        self.metrics = nn.ModuleDict({s: _metrics(n) for s in SPLITS})
-        self.confusion = nn.ModuleDict({s: MulticlassConfusionMatrix(n) for s in SPLITS})
-        self.losses = nn.ModuleDict({s: MeanMetric() for s in SPLITS})
+        # ModuleDict keys cannot be "train" (a Module method), hence the suffix
+        self.metrics = nn.ModuleDict({f"{s}_": _metrics(n) for s in SPLITS})
+        self.confusion = nn.ModuleDict({f"{s}_": MulticlassConfusionMatrix(n) for s in SPLITS})
+        self.losses = nn.ModuleDict({f"{s}_": MeanMetric() for s in SPLITS})
         self.final: dict[str, dict] = {}
 
     def cache_blocker(self) -> str | None:
@@ -73,9 +75,9 @@ class ClassifierTask(FinetuneTask):
         logits = self(batch)
         loss = F.cross_entropy(logits.float(), batch["labels"])
         preds = logits.argmax(-1)
-        self.metrics[split].update(preds, batch["labels"])
-        self.confusion[split].update(preds, batch["labels"])
-        self.losses[split].update(loss.detach(), weight=len(preds))
+        self.metrics[split + '_'].update(preds, batch["labels"])
+        self.confusion[split + '_'].update(preds, batch["labels"])
+        self.losses[split + '_'].update(loss.detach(), weight=len(preds))
         on_step = split == "train" and prefix == split
         self.log(f"{prefix}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=on_step,
                  batch_size=len(preds), add_dataloader_idx=False)
@@ -96,8 +98,8 @@ class ClassifierTask(FinetuneTask):
 
     def _epoch_end(self, splits: Sequence[str], prefix_of) -> None:
         for split in splits:
-            vals = self.metrics[split].compute()
-            cm = self.confusion[split].compute()
+            vals = self.metrics[split + '_'].compute()
+            cm = self.confusion[split + '_'].compute()
             if not int(cm.sum()):
                 continue
             prefix = prefix_of(split)
@@ -108,12 +110,12 @@ class ClassifierTask(FinetuneTask):
                 "acc": float(vals["acc"]),
                 "f1": float(vals["f1"][-1] if vals["f1"].ndim else vals["f1"]),
                 "confusion": cm.tolist(),
-                "loss": float(self.losses[split].compute()),
+                "loss": float(self.losses[split + '_'].compute()),
                 "n": int(cm.sum()),
             }
-            self.losses[split].reset()
-            self.metrics[split].reset()
-            self.confusion[split].reset()
+            self.losses[split + '_'].reset()
+            self.metrics[split + '_'].reset()
+            self.confusion[split + '_'].reset()
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
@@ -121,6 +123,9 @@ class ClassifierTask(FinetuneTask):
 
     def on_validation_epoch_end(self) -> None:
         self._epoch_end(["val"], lambda s: s)
+
+    def on_test_epoch_start(self) -> None:
+        self.final = {}
 
     def on_test_epoch_end(self) -> None:
         self._epoch_end(self.test_splits, lambda s: "test" if s == "test" else "final_" + s)

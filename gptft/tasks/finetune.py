@@ -41,6 +41,15 @@ def configure_trainable(backbone: nn.Module, mode: str, trainable_blocks: int = 
     return boundary
 
 
+def replace_head(backbone: nn.Module, module: nn.Module) -> None:
+    """Swap the backbone's head (a direct child) for `module`."""
+    for name, child in backbone.named_children():
+        if child is backbone.head:
+            setattr(backbone, name, module)
+            return
+    raise TypeError(f"{type(backbone).__name__}.head is not a direct child module")
+
+
 def set_train_mode(backbone: nn.Module, boundary: int, training: bool) -> None:
     """Train mode only for what trains: the frozen prefix always runs without dropout."""
     if boundary == 0:

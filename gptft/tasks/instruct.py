@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torchmetrics import SumMetric
 
 from .base import FinetuneTask
+from .finetune import replace_head
 
 IGNORE = -100
 
@@ -23,7 +24,7 @@ def untie_head(backbone: nn.Module) -> None:
             new.weight.copy_(head.weight)
             if head.bias is not None:
                 new.bias.copy_(head.bias)
-        backbone.head = new
+        replace_head(backbone, new)
 
 
 def target_loss(backbone: nn.Module, h: torch.Tensor, targets: torch.Tensor, targets_only: bool = True):

@@ -1,0 +1,209 @@
+"""Instruction-tuning data: {"instruction", "input", "output"} entries -> prompt + response token ids."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from gptft.data.collate import BucketBatchSampler, InstructCollate
+from gptft.data.download import INSTRUCTIONS, ensure_file
+from gptft.data.prompts import PromptStyle, get_prompt_style
+
+log = logging.getLogger(__name__)
+
+TRAIN_FRACTION, TEST_FRACTION = 0.85, 0.10  # the book's split; validation gets the rest
+
+
+class InstructDataError(ValueError):
+    """Bad instruction data; the message names the file, the entry and the fix."""
+
+
+class InstructDataModule(L.LightningDataModule):
+    """Instruction entries split into train/test/val (the book's 85% / 10% / rest, in that order).
+
+    path: None -> the book's instruction-data.json in GPTFT_DATA_DIR (downloaded if missing);
+      else a JSON list or a JSON Lines file of entries. `input` is optional.
+    split: "ordered" (file order, as the book) or "shuffled" (a permutation seeded by `seed`).
+    Examples are dicts {example_id, input_ids, prompt_len}; example_id indexes `self.entries`,
+    and input_ids = encode(prompt) + encode(response) so prompt_len is exact.
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        path: str | None = None,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        seed: int = 123,
+        split: str = "ordered",
+        prompt_style: str | PromptStyle = "alpaca",
+        mask_prompt: bool = False,
+        max_length: int | None = None,
+        bucket: bool = False,
+    ):
+        super().__init__()
+        if split not in ("ordered", "shuffled"):
+            raise ValueError(f"data.split must be 'ordered' or 'shuffled', got {split!r}")
+        if max_length is not None and not (isinstance(max_length, int) and max_length > 0):
+            raise ValueError(f"data.max_length must be null or a positive int, got {max_length!r}")
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+        self.tokenizer = tokenizer
+        self.path = path
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.split = split
+        self.prompt_style = get_prompt_style(prompt_style)
+        self.mask_prompt = mask_prompt
+        self.max_length = max_length
+        self.bucket = bucket
+        self.collate_fn = InstructCollate(tokenizer.eot_id, tokenizer.pad_id, max_length, mask_prompt)
+        self.report: dict = {}
+        self._ready = False
+
+    def format_prompt(self, entry: dict) -> str:
+        """The text a model is given to generate a response to `entry`."""
+        return self.prompt_style.prompt({"input": "", **entry})
+
+    # ---- Lightning hooks
+    def prepare_data(self) -> None:
+        if self.path is None:
+            ensure_file(**INSTRUCTIONS)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._ready:  # Lightning calls setup once per stage; the splits must not change
+            return
+        if self.path is None:
+            file = ensure_file(**INSTRUCTIONS)
+        else:
+            file = Path(self.path).expanduser()
+            if not file.is_file():
+                raise FileNotFoundError(f"data.path={self.path}: no such file ({file.resolve()})")
+        self.file = file
+        self.entries = read_entries(file)
+        n = len(self.entries)
+        n_train, n_test = int(n * TRAIN_FRACTION), int(n * TEST_FRACTION)
+        if min(n_train, n_test, n - n_train - n_test) < 1:
+            raise InstructDataError(
+                f"{file} has {n} entries; the train/test/val split (85%/10%/rest) needs at least 10 "
+                f"so that each part gets one"
+            )
+        order = np.arange(n) if self.split == "ordered" else np.random.default_rng(self.seed).permutation(n)
+        ids = {"train": order[:n_train], "test": order[n_train : n_train + n_test], "val": order[n_train + n_test :]}
+        self.train_entries, self.val_entries, self.test_entries = (
+            [self.entries[i] for i in ids[name]] for name in ("train", "val", "test"))
+
+        examples = self._tokenize()
+        self.train_set, self.val_set, self.test_set = (
+            [examples[i] for i in ids[name]] for name in ("train", "val", "test"))
+
+        truncated = {}
+        if self.max_length is not None:
+            truncated = {name: sum(len(examples[i]["input_ids"]) > self.max_length for i in idx)
+                         for name, idx in ids.items()}
+            if sum(truncated.values()):
+                log.warning("%d of %d examples truncated to %d tokens (train %d, val %d, test %d)",
+                            sum(truncated.values()), n, self.max_length,
+                            truncated["train"], truncated["val"], truncated["test"])
+        self.report.update(
+            file=str(file), entries=n, split_sizes={name: len(idx) for name, idx in ids.items()},
+            truncated=truncated, longest=max(len(ex["input_ids"]) for ex in examples),
+        )
+        log.info("%s: %d entries; train/val/test %d/%d/%d", file, n,
+                 len(self.train_set), len(self.val_set), len(self.test_set))
+        self._ready = True
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        if len(self.train_set) < self.batch_size:  # drop_last would leave an empty epoch
+            raise InstructDataError(
+                f"the train split has {len(self.train_set)} examples, fewer than data.batch_size="
+                f"{self.batch_size}; lower data.batch_size or use more data"
+            )
+        common = dict(collate_fn=self.collate_fn, num_workers=self.num_workers,
+                      persistent_workers=self.num_workers > 0)
+        if self.bucket:
+            lengths = [len(ex["input_ids"]) for ex in self.train_set]
+            sampler = BucketBatchSampler(lengths, self.batch_size, drop_last=True, seed=self.seed)
+            return DataLoader(self.train_set, batch_sampler=sampler, **common)
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True,
+                          generator=torch.Generator().manual_seed(self.seed), **common)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def _eval_loader(self, name: str) -> DataLoader:
+        self.setup()
+        return DataLoader(getattr(self, f"{name}_set"), batch_size=self.batch_size, shuffle=False, collate_fn=self.collate_fn,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def _tokenize(self) -> list[dict]:
+        style = self.prompt_style
+        prompts = [style.prompt(e) for e in self.entries]
+        responses = [style.response(e["output"]) for e in self.entries]
+        encode_batch = getattr(self.tokenizer, "encode_batch", None) or (
+            lambda texts: [self.tokenizer.encode(t) for t in texts])
+        return [
+            {"example_id": i, "input_ids": p + r, "prompt_len": len(p)}
+            for i, (p, r) in enumerate(zip(encode_batch(prompts), encode_batch(responses)))
+        ]
+
+
+def read_entries(file: Path) -> list[dict]:
+    """Entries of a JSON list or JSON Lines file, validated; a missing `input` becomes ""."""
+    raw = file.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise InstructDataError(f"{file}, line {line}: not valid UTF-8 ({err.reason}); re-save it as UTF-8") from None
+    if not text.strip():
+        raise InstructDataError(f"{file} is empty; expected a JSON list of entries or one JSON object per line")
+
+    records: list[tuple[object, int | None]] = []  # (entry, line in a JSONL file)
+    if text.lstrip().startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise InstructDataError(f"{file}, line {err.lineno} column {err.colno}: not valid JSON ({err.msg})") from None
+        records = [(entry, None) for entry in data]
+    else:
+        for number, line in enumerate(text.split("\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append((json.loads(line), number))
+            except json.JSONDecodeError as err:
+                raise InstructDataError(
+                    f"{file}, line {number}: not valid JSON ({err.msg}); expected a JSON list of entries "
+                    f"or JSON Lines (one entry object per line)"
+                ) from None
+    if not records:
+        raise InstructDataError(f"{file} holds no entries")
+    return [_check_entry(file, i, entry, line) for i, (entry, line) in enumerate(records)]
+
+
+def _check_entry(file: Path, index: int, entry, line: int | None) -> dict:
+    where = f"{file}, entry {index} (counting from 0{f', line {line}' if line else ''})"
+    if not isinstance(entry, dict):
+        raise InstructDataError(f"{where}: expected an object with 'instruction', 'input', 'output', "
+                                f"got {type(entry).__name__}")
+    for key in ("instruction", "output"):
+        if key not in entry:
+            raise InstructDataError(f"{where}: missing {key!r}; each entry needs 'instruction' and 'output'")
+    for key in ("instruction", "input", "output"):
+        if key in entry and not isinstance(entry[key], str):
+            raise InstructDataError(f"{where}: {key!r} must be a string, got {type(entry[key]).__name__}")
+    for key in ("instruction", "output"):
+        if not entry[key].strip():
+            raise InstructDataError(f"{where}: empty {key!r}; fill it in or remove the entry")
+    return {**entry, "input": entry.get("input", "")}
