@@ -71,6 +71,10 @@ class InstructDataModule(L.LightningDataModule):
         """The text a model is given to generate a response to `entry`."""
         return self.prompt_style.prompt({"input": "", **entry})
 
+    def encode_prompt(self, entry: dict) -> list[int]:
+        """Token ids of `format_prompt(entry)`, as each training example begins."""
+        return self.tokenizer.encode(self.format_prompt(entry))
+
     # ---- Lightning hooks
     def prepare_data(self) -> None:
         if self.path is None:
@@ -136,15 +140,19 @@ class InstructDataModule(L.LightningDataModule):
                           generator=torch.Generator().manual_seed(self.seed), **common)
 
     def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("val")
+        return self.eval_dataloader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
+        return self.eval_dataloader("test")
 
-    def _eval_loader(self, name: str) -> DataLoader:
+    def eval_dataloader(self, split: str) -> DataLoader:
+        """Every example of `split` ("train", "val" or "test") in order: no shuffling, no dropped batch."""
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"unknown split {split!r}; valid: train, val, test")
         self.setup()
-        return DataLoader(getattr(self, f"{name}_set"), batch_size=self.batch_size, shuffle=False, collate_fn=self.collate_fn,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return DataLoader(getattr(self, f"{split}_set"), batch_size=self.batch_size, shuffle=False,
+                          collate_fn=self.collate_fn, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
 
     def _tokenize(self) -> list[dict]:
         style = self.prompt_style

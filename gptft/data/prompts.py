@@ -16,6 +16,10 @@ class PromptStyle:
         """Text the model learns to produce, as appended after `prompt`."""
         return output
 
+    def encode_prompt(self, tokenizer, entry: dict) -> list[int]:
+        """Token ids of the prompt, exactly as training examples begin (generation and evaluation use this)."""
+        return tokenizer.encode(self.prompt({"input": "", **entry}))
+
 
 class Alpaca(PromptStyle):
     """The format of the book's chapter 7 (Alpaca's, with the input section only when present)."""
@@ -45,7 +49,34 @@ class Phi3(PromptStyle):
         return text + "\n<|assistant|>\n"
 
 
-STYLES: dict[str, type[PromptStyle]] = {"alpaca": Alpaca, "phi3": Phi3}
+class ChatML(PromptStyle):
+    """SmolLM2-Instruct's chat format (ChatML), one user turn, no system turn. The collate's
+    end-of-text (`<|im_end|>` for that model) closes the assistant turn.
+
+    Use `encode_prompt` for ids: with a tokenizer that has the markers as special tokens
+    (`encode_with_special`, e.g. SmolLM2's) they become their ids and the user's text stays
+    plain text; GPT-2's tokenizer reads the whole prompt as plain text.
+    """
+
+    name = "chatml"
+    START, END = "<|im_start|>", "<|im_end|>"
+
+    def _user(self, entry: dict) -> str:
+        return entry["instruction"] + (f"\n\n{entry['input']}" if entry.get("input") else "")
+
+    def prompt(self, entry: dict) -> str:
+        return f"{self.START}user\n{self._user(entry)}{self.END}\n{self.START}assistant\n"
+
+    def encode_prompt(self, entry: dict, tokenizer) -> list[int]:
+        specials = getattr(tokenizer, "special_tokens", {})
+        if self.START not in specials or self.END not in specials:
+            return tokenizer.encode(self.prompt(entry))
+        start, end = specials[self.START], specials[self.END]
+        return ([start, *tokenizer.encode(f"user\n{self._user(entry)}"), end, *tokenizer.encode("\n"),
+                 start, *tokenizer.encode("assistant\n")])
+
+
+STYLES: dict[str, type[PromptStyle]] = {"alpaca": Alpaca, "phi3": Phi3, "chatml": ChatML}
 
 
 def get_prompt_style(name: str | PromptStyle) -> PromptStyle:

@@ -188,14 +188,16 @@ class SpamDataModule(L.LightningDataModule):
     def num_classes(self) -> int:
         return len(self.label_names)
 
-    # ---- helpers
-    def eval_dataloader(self, name: str) -> DataLoader:
-        """Every example of split `name` in file order: no shuffling, no dropped batch."""
+    def eval_dataloader(self, split: str) -> DataLoader:
+        """Every example of `split` ("train", "val" or "test") in order: no shuffling, no dropped batch."""
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"unknown split {split!r}; valid: train, val, test")
         self.setup()
-        return DataLoader(getattr(self, f"{name}_set"), batch_size=self.batch_size, shuffle=False,
+        return DataLoader(getattr(self, f"{split}_set"), batch_size=self.batch_size, shuffle=False,
                           collate_fn=self.collate_fn, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 
+    # ---- helpers
     def _read(self) -> tuple[Path, list[tuple[str, str, int]]]:
         if self.path is None:
             file = ensure_file(**SMS_SPAM)

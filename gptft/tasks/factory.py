@@ -25,7 +25,8 @@ def _backbone_meta(backbone, tokenizer) -> dict:
 
 
 def make_task(cfg: DictConfig, backbone, tokenizer, dm):
-    meta = {**_backbone_meta(backbone, tokenizer), "model": _plain(cfg.model), "finetune_cfg": _plain(cfg.finetune)}
+    meta = {**_backbone_meta(backbone, tokenizer), "model": _plain(cfg.model), "finetune_cfg": _plain(cfg.finetune),
+            "data_cfg": _plain(cfg.data)}
     common = dict(meta=meta, finetune=_plain(cfg.finetune), optimizer=_plain(cfg.optimizer))
     if cfg.task.name == "spam":
         return ClassifierTask(backbone, label_names=dm.label_names, pooling=cfg.pooling, **common)

@@ -67,7 +67,7 @@ class InstructTask(FinetuneTask):
         self.eot_id = eot_id
         self.decode = decode
         self.sample_tokens = sample_tokens
-        self.sums = nn.ModuleDict({s: SumMetric() for s in ("val_loss", "val_n", "test_loss", "test_n")})
+        self.sums = nn.ModuleDict({f"{s}_{k}": SumMetric() for s in ("train", "val", "test") for k in ("loss", "n")})
         self.final: dict[str, float] = {}
 
     def _loss(self, batch):
@@ -89,10 +89,13 @@ class InstructTask(FinetuneTask):
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch, "val")
 
-    def test_step(self, batch, batch_idx):
-        self._eval_step(batch, "test")
+    # test runs over every split given to it; `test_splits` names them in order
+    test_splits: Sequence[str] = ("test",)
 
-    def _epoch_end(self, split: str) -> None:
+    def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        self._eval_step(batch, self.test_splits[dataloader_idx])
+
+    def _epoch_end(self, split: str, prefix: str | None = None) -> None:
         total, n = self.sums[f"{split}_loss"].compute(), self.sums[f"{split}_n"].compute()
         self.sums[f"{split}_loss"].reset()
         self.sums[f"{split}_n"].reset()
@@ -100,8 +103,9 @@ class InstructTask(FinetuneTask):
             return
         loss = float(total) / float(n)
         ppl = math.exp(min(loss, 50.0))
-        self.log(f"{split}/loss", loss, prog_bar=split == "val")
-        self.log(f"{split}/ppl", ppl)
+        prefix = prefix or split
+        self.log(f"{prefix}/loss", loss, prog_bar=prefix == "val")
+        self.log(f"{prefix}/ppl", ppl)
         self.final[split] = {"loss": loss, "ppl": ppl, "tokens": int(n)}
 
     def on_validation_epoch_end(self) -> None:
@@ -109,8 +113,12 @@ class InstructTask(FinetuneTask):
         if not self.trainer.sanity_checking:
             self._log_samples()
 
+    def on_test_epoch_start(self) -> None:
+        self.final = {}
+
     def on_test_epoch_end(self) -> None:
-        self._epoch_end("test")
+        for split in self.test_splits:
+            self._epoch_end(split, split if split == "test" else "final_" + split)
 
     def _log_samples(self) -> None:
         """Responses to a few fixed validation prompts, as TensorBoard text."""
