@@ -102,3 +102,19 @@ def test_multirun_writes_a_summary_table(tmp_path):
     table = (sweep / "summary.md").read_text().splitlines()
     assert len(table) == 4 and "seed=1" in table[2] and "seed=2" in table[3]
     assert (sweep / "0" / "metrics.json").is_file() and (sweep / "1" / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_generate_rejects_a_spam_checkpoint(spam_run):
+    from gptft.generate import main as generate_main
+
+    with pytest.raises(SystemExit, match="'spam' checkpoint, but this command needs a 'instruct'"):
+        generate_main([f"ckpt={spam_run[0] / 'checkpoints' / 'best.ckpt'}", "prompt=hi"])
+
+
+def test_resume_from_last_checkpoint(spam_run, tmp_path):
+    last = spam_run[0] / "checkpoints" / "last.ckpt"
+    cfg = compose_cfg(tmp_path, "task=spam", *QUICK, "trainer.max_epochs=2", f"ckpt_path={last}")
+    metrics = fit_and_test(cfg, tmp_path)
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["epoch"] == 1 and state["global_step"] == 40  # 20 steps restored + 20 new
+    assert metrics["splits"]["test"]["n"] == 300

@@ -73,7 +73,7 @@ class InstructDataModule(L.LightningDataModule):
 
     def encode_prompt(self, entry: dict) -> list[int]:
         """Token ids of `format_prompt(entry)`, as each training example begins."""
-        return self.tokenizer.encode(self.format_prompt(entry))
+        return self.prompt_style.encode_prompt(self.tokenizer, entry)
 
     # ---- Lightning hooks
     def prepare_data(self) -> None:
@@ -156,13 +156,13 @@ class InstructDataModule(L.LightningDataModule):
 
     def _tokenize(self) -> list[dict]:
         style = self.prompt_style
-        prompts = [style.prompt(e) for e in self.entries]
+        prompts = [style.encode_prompt(self.tokenizer, e) for e in self.entries]  # specials need the style
         responses = [style.response(e["output"]) for e in self.entries]
         encode_batch = getattr(self.tokenizer, "encode_batch", None) or (
             lambda texts: [self.tokenizer.encode(t) for t in texts])
         return [
             {"example_id": i, "input_ids": p + r, "prompt_len": len(p)}
-            for i, (p, r) in enumerate(zip(encode_batch(prompts), encode_batch(responses)))
+            for i, (p, r) in enumerate(zip(prompts, encode_batch(responses)))
         ]
 
 

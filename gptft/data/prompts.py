@@ -67,7 +67,7 @@ class ChatML(PromptStyle):
     def prompt(self, entry: dict) -> str:
         return f"{self.START}user\n{self._user(entry)}{self.END}\n{self.START}assistant\n"
 
-    def encode_prompt(self, entry: dict, tokenizer) -> list[int]:
+    def encode_prompt(self, tokenizer, entry: dict) -> list[int]:
         specials = getattr(tokenizer, "special_tokens", {})
         if self.START not in specials or self.END not in specials:
             return tokenizer.encode(self.prompt(entry))

@@ -30,7 +30,7 @@ def build_backbone(model_cfg: Mapping) -> tuple[nn.Module, Tokenizer]:
             checkpoint=model_cfg.get("checkpoint"),
             hub_id=model_cfg.get("hub_id"),
             pretrained=bool(model_cfg.get("pretrained", True)),
-            size_config=dict(model_cfg.get("shape") or {}),
+            size_config={**(model_cfg.get("shape") or {}), "dropout": float(model_cfg.get("dropout", 0.0))},
         )
     raise ValueError(f"unknown model.arch {arch!r}; expected 'gpt2' or 'llama'")
 

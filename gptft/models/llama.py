@@ -164,7 +164,8 @@ class Llama(nn.Module):
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):  # HF Llama's initializer_range
+        # HF Llama's initializer_range; skipped on the meta device, where loaders build first
+        if isinstance(module, (nn.Linear, nn.Embedding)) and not module.weight.is_meta:
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     # -- the backbone interface -------------------------------------------------------------
@@ -183,6 +184,10 @@ class Llama(nn.Module):
     @head.setter
     def head(self, module: nn.Module) -> None:
         self.lm_head = module
+
+    def __setattr__(self, name: str, value) -> None:
+        # nn.Module.__setattr__ would register a new child "head" and never call the setter
+        super().__setattr__("lm_head" if name == "head" else name, value)
 
     @property
     def embedding(self) -> nn.Embedding:

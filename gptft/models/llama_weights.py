@@ -26,7 +26,6 @@ from .llama import Llama, LlamaConfig
 
 log = logging.getLogger(__name__)
 
-_HUB_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json")
 _GGUF_BLOCK = {  # blk.N.<gguf name> -> model.layers.N.<ours>
     "attn_norm": "input_layernorm",
     "attn_q": "self_attn.q_proj",
@@ -185,28 +184,38 @@ def _offline_error(hub_id: str, err: Exception) -> RuntimeError:
 def hub_folder(hub_id: str, weights: bool = True) -> Path:
     """The snapshot folder holding the Hub id's config, tokenizer and (if `weights`) weights."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.utils import EntryNotFoundError
+    from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError
+
+    def fetch(name: str, optional: bool = False) -> Path | None:
+        try:
+            return Path(hf_hub_download(hub_id, name))
+        except EntryNotFoundError:  # also "not cached" when offline: fine for an optional file
+            if optional:
+                return None
+            raise
 
     try:
-        path = Path(hf_hub_download(hub_id, "config.json"))
-        for name in _HUB_FILES[1:] + (("model.safetensors",) if weights else ()):
+        folder = fetch("config.json").parent
+        fetch("tokenizer.json")
+        fetch("tokenizer_config.json", optional=True)
+        if weights:
             try:
-                hf_hub_download(hub_id, name)  # same snapshot folder
-            except EntryNotFoundError:
-                if name != "tokenizer_config.json":
+                fetch("model.safetensors")
+            except EntryNotFoundError as err:
+                if isinstance(err, LocalEntryNotFoundError):
                     raise
-    except EntryNotFoundError:
-        raise
+                index = json.loads(fetch("model.safetensors.index.json").read_text())
+                for shard in sorted(set(index["weight_map"].values())):
+                    fetch(shard)
+    except LocalEntryNotFoundError as err:  # offline mode, or the Hub unreachable, and not cached
+        raise _offline_error(hub_id, err) from err
     except Exception as err:
-        # offline mode, DNS or connection failures: all say "the Hub is out of reach"
-        from huggingface_hub.utils import LocalEntryNotFoundError
-
-        if isinstance(err, (LocalEntryNotFoundError, ConnectionError, TimeoutError)) or type(
-            err
-        ).__module__.split(".")[0] in ("httpx", "httpcore", "requests", "urllib3"):
+        # httpx's transport errors are not ConnectionError; match by module, no httpx import
+        if isinstance(err, (ConnectionError, TimeoutError)) or type(err).__module__.split(".")[0] in (
+            "httpx", "httpcore", "requests", "urllib3"):
             raise _offline_error(hub_id, err) from err
         raise
-    return path.parent
+    return folder
 
 
 # -- entry point --------------------------------------------------------------------------------
@@ -286,6 +295,8 @@ def load_llama(
                 "to a .gguf file or a folder with tokenizer.json (only its tokenizer is read), or "
                 "model.hub_id to a Hub model whose tokenizer is cached or downloadable")
         tokenizer = _tokenizer_from(path if path is not None else hub_folder(hub_id, weights=False))
+        if path is None:
+            tokenizer.name = f"hf-bpe:{hub_id}"  # not the snapshot's commit hash
         cfg = LlamaConfig(**{**size_config, "dropout": dropout})
         if tokenizer.vocab_size > cfg.vocab_size:
             raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but model.shape."
@@ -308,6 +319,8 @@ def load_llama(
         cfg = llama_config_from_hf(json.loads(conf_file.read_text()))
         sd = _read_safetensors(path)
         tokenizer = HFTokenizer.from_folder(path)
+        if checkpoint is None:
+            tokenizer.name = f"hf-bpe:{hub_id}"
     _warn_mismatch(cfg, size_config, str(path))
     cfg.dropout = dropout
     if tokenizer.vocab_size > cfg.vocab_size:
