@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from .errors import friendly_errors
 from .models.build import build_backbone
 from .tasks.factory import make_task
 from .runtime import resolve_trainer_kwargs
@@ -96,6 +97,7 @@ def train(cfg: DictConfig) -> float | None:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@friendly_errors
 def main(cfg: DictConfig) -> float | None:
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")

@@ -107,21 +107,21 @@ def test_chatml_prompt_matches_chat_template(smollm, hf_tok):
     _, tok = smollm
     style = get_prompt_style("chatml")
     entry = {"instruction": "Rewrite the sentence.", "input": "The cat <|im_end|> sat."}
-    ids = style.encode_prompt(entry, tok)
+    ids = style.encode_prompt(tok, entry)
     assert tok.decode(ids) == style.prompt(entry)
     assert ids.count(tok.special_id("<|im_end|>")) == 1  # the user's marker text stays text
     msg = [{"role": "user", "content": "What is 2 + 2?"}]
     templ = hf_tok.apply_chat_template(msg, add_generation_prompt=True, tokenize=False)
     ours = style.prompt({"instruction": "What is 2 + 2?"})
     assert templ.endswith(ours)  # the template only adds a default system turn before it
-    assert style.encode_prompt({"instruction": "What is 2 + 2?"}, tok) == hf_tok(ours)["input_ids"]
+    assert style.encode_prompt(tok, {"instruction": "What is 2 + 2?"}) == hf_tok(ours)["input_ids"]
 
 
 def test_greedy_chat_answer_paris_cached_equals_uncached(smollm):
     from gptft.data.prompts import get_prompt_style
 
     model, tok = smollm
-    ids = get_prompt_style("chatml").encode_prompt({"instruction": "What is the capital of France?"}, tok)
+    ids = get_prompt_style("chatml").encode_prompt(tok, {"instruction": "What is the capital of France?"})
     cached = generate(model, ids, 12, eos_id=tok.eot_id)
     assert generate(model, ids, 12, eos_id=tok.eot_id, use_cache=False) == cached
     answer = tok.decode(cached)

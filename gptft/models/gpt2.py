@@ -136,6 +136,10 @@ class GPT(nn.Module):
     def head(self) -> nn.Module:
         return self.lm_head
 
+    def __setattr__(self, name: str, value) -> None:
+        # nn.Module.__setattr__ would register a new child "head" beside lm_head, silently unused
+        super().__setattr__("lm_head" if name == "head" else name, value)
+
     @property
     def embedding(self) -> nn.Embedding:
         return self.transformer.wte

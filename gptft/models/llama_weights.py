@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .hf_tokenizer import HFTokenizer
+from .hub import fetch
 from .llama import Llama, LlamaConfig
 
 log = logging.getLogger(__name__)
@@ -170,51 +171,22 @@ def _read_safetensors(folder: Path) -> dict[str, torch.Tensor]:
 
 
 # -- Hub ----------------------------------------------------------------------------------------
-def _offline_error(hub_id: str, err: Exception) -> RuntimeError:
-    return RuntimeError(
-        f"cannot get {hub_id!r}: not in the local Hugging Face cache and the Hub is unreachable or "
-        f"offline mode is on ({err.__class__.__name__}). Either connect to the internet once to "
-        f"download it (it is cached and works offline afterwards), set model.checkpoint=PATH to a "
-        f"local .gguf file or a safetensors folder (config.json, model.safetensors, tokenizer.json), "
-        f"or set model.pretrained=false to train from random weights (that still needs a tokenizer: "
-        f"model.checkpoint or a cached Hub id)."
-    )
+LLAMA_LOCAL = ("a local .gguf file or a safetensors folder (config.json, model.safetensors, tokenizer.json); "
+               "model.pretrained=false still needs a tokenizer from model.checkpoint or a cached Hub id")
 
 
 def hub_folder(hub_id: str, weights: bool = True) -> Path:
     """The snapshot folder holding the Hub id's config, tokenizer and (if `weights`) weights."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError
+    def get(name: str, optional: bool = False) -> Path | None:
+        return fetch(hub_id, name, local_hint=LLAMA_LOCAL, optional=optional)
 
-    def fetch(name: str, optional: bool = False) -> Path | None:
-        try:
-            return Path(hf_hub_download(hub_id, name))
-        except EntryNotFoundError:  # also "not cached" when offline: fine for an optional file
-            if optional:
-                return None
-            raise
-
-    try:
-        folder = fetch("config.json").parent
-        fetch("tokenizer.json")
-        fetch("tokenizer_config.json", optional=True)
-        if weights:
-            try:
-                fetch("model.safetensors")
-            except EntryNotFoundError as err:
-                if isinstance(err, LocalEntryNotFoundError):
-                    raise
-                index = json.loads(fetch("model.safetensors.index.json").read_text())
-                for shard in sorted(set(index["weight_map"].values())):
-                    fetch(shard)
-    except LocalEntryNotFoundError as err:  # offline mode, or the Hub unreachable, and not cached
-        raise _offline_error(hub_id, err) from err
-    except Exception as err:
-        # httpx's transport errors are not ConnectionError; match by module, no httpx import
-        if isinstance(err, (ConnectionError, TimeoutError)) or type(err).__module__.split(".")[0] in (
-            "httpx", "httpcore", "requests", "urllib3"):
-            raise _offline_error(hub_id, err) from err
-        raise
+    folder = get("config.json").parent
+    get("tokenizer.json")
+    get("tokenizer_config.json", optional=True)
+    if weights and get("model.safetensors", optional=True) is None:
+        index = json.loads(get("model.safetensors.index.json").read_text())
+        for shard in sorted(set(index["weight_map"].values())):
+            get(shard)
     return folder
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from .hub import fetch
 from .gpt2 import GPT, SIZES, GPTConfig, gpt2_config
 
 HUB_IDS = {
@@ -120,36 +121,15 @@ def convert_hf_gpt2_state_dict(
     return out
 
 
-def _offline_error(hub_id: str, err: Exception) -> RuntimeError:
-    return RuntimeError(
-        f"cannot get the pretrained weights {hub_id!r}: not in the local Hugging Face cache and the "
-        f"Hub is unreachable or offline mode is on ({err.__class__.__name__}). Either connect to the "
-        f"internet once to download them (they are cached and work offline afterwards), set "
-        f"model.checkpoint=PATH to a local .safetensors/.bin file or a folder with model.safetensors "
-        f"and config.json, or set model.pretrained=false to train from random weights."
-    )
+GPT2_LOCAL = "a local .safetensors/.bin file or a folder with model.safetensors and config.json"
 
 
 def _hub_download(hub_id: str) -> Path:
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError
-
-    try:
-        try:
-            weights = hf_hub_download(hub_id, "model.safetensors")
-        except LocalEntryNotFoundError:
-            raise
-        except EntryNotFoundError:  # older repos publish only pytorch_model.bin
-            weights = hf_hub_download(hub_id, "pytorch_model.bin")
-        hf_hub_download(hub_id, "config.json")  # lands in the same snapshot folder
-    except (LocalEntryNotFoundError, ConnectionError, TimeoutError) as err:
-        raise _offline_error(hub_id, err) from err
-    except Exception as err:
-        # httpx's transport errors are not ConnectionError; match by module, no httpx import.
-        if type(err).__module__.split(".")[0] in ("httpx", "httpcore", "requests", "urllib3"):
-            raise _offline_error(hub_id, err) from err
-        raise
-    return Path(weights)
+    weights = fetch(hub_id, "model.safetensors", local_hint=GPT2_LOCAL, optional=True)
+    if weights is None:  # older repos publish only pytorch_model.bin
+        weights = fetch(hub_id, "pytorch_model.bin", local_hint=GPT2_LOCAL)
+    fetch(hub_id, "config.json", local_hint=GPT2_LOCAL)  # lands in the same snapshot folder
+    return weights
 
 
 def _weights_in_folder(folder: Path) -> Path:
