@@ -118,3 +118,13 @@ def test_resume_from_last_checkpoint(spam_run, tmp_path):
     state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert state["epoch"] == 1 and state["global_step"] == 40  # 20 steps restored + 20 new
     assert metrics["splits"]["test"]["n"] == 300
+
+
+def test_resume_refuses_a_checkpoint_of_another_task_or_shape(spam_run, tmp_path):
+    last = spam_run[0] / "checkpoints" / "last.ckpt"
+    quick_instruct = [o for o in QUICK if not o.startswith("trainer.limit")] + ["task.sample_prompts=0"]
+    with pytest.raises(ValueError, match="from task=spam, this run is task=instruct"):
+        fit_and_test(compose_cfg(tmp_path, "task=instruct", *quick_instruct, f"ckpt_path={last}"), tmp_path / "a")
+    with pytest.raises(ValueError, match="backbone differs from model=gpt2"):
+        fit_and_test(compose_cfg(tmp_path, "task=spam", *QUICK, "model=gpt2", "model.pretrained=false",
+                                 f"ckpt_path={last}"), tmp_path / "b")

@@ -83,3 +83,19 @@ class FinetuneTask(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["gptft"] = self.meta
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Refuse a checkpoint of another task or backbone shape before its weights are read."""
+        meta = checkpoint.get("gptft")
+        if meta is None:
+            raise ValueError("the checkpoint has no gptft metadata; resume only from a gptft best.ckpt/last.ckpt")
+        if meta.get("task") != self.task_name:
+            raise ValueError(
+                f"the checkpoint is from task={meta.get('task')}, this run is task={self.task_name}; "
+                f"resume with the task it was trained on"
+            )
+        mine, theirs = self.meta.get("backbone_config"), meta.get("backbone_config")
+        if mine and theirs and mine != theirs:
+            diff = {k: (theirs.get(k), mine.get(k)) for k in mine if theirs.get(k) != mine.get(k)}
+            raise ValueError(f"the checkpoint's backbone differs from model={self.meta['model'].get('name')}: "
+                             f"{diff} (checkpoint, this run)")
