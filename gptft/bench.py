@@ -122,6 +122,8 @@ def _meter():
 
 
 def run_train_row(name: str, overrides: list[str], out: Path) -> dict:
+    from .flops import matmul_peak
+    from .runtime import resolve_precision
     from .train import fit_and_test
 
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
@@ -129,7 +131,12 @@ def run_train_row(name: str, overrides: list[str], out: Path) -> dict:
     run_dir = out / "runs" / name
     cfg = _compose(run_dir, overrides)
     meter = _meter()
+    # the matmul peak in the row's dtype, measured around its own run: on a shared machine a peak
+    # taken minutes earlier can be far off
+    dtype = "bf16" if "bf16" in resolve_precision(str(cfg.trainer.precision), str(cfg.trainer.accelerator)) else "fp32"
+    peak = matmul_peak(dtype)
     m = fit_and_test(cfg, run_dir, callbacks=(meter,))
+    peak = max(peak, matmul_peak(dtype))
     marks = meter.marks
     test = m["splits"].get("test", {})
     return {
@@ -147,7 +154,8 @@ def run_train_row(name: str, overrides: list[str], out: Path) -> dict:
         "tokens_per_s": meter.tokens / meter.train_s,
         "flops": meter.flops,
         "flops_per_s": meter.flops / meter.train_s,
-        "dtype": "bf16" if "bf16" in m["precision"] else "fp32",
+        "dtype": dtype,
+        "peak_flops": peak,
         "precision": m["precision"],
         "test_acc": test.get("acc"),
         "test_loss": test.get("loss"),
@@ -297,7 +305,7 @@ def tabulate(res: dict, plan: dict) -> tuple[list[dict], list[str]]:
             continue
         row = {"row": name, "setup": setup, "error": r.get("error", "")}
         if kind == "train" and "wall_s" in r:
-            p = peak.get(f"peak_{r['dtype']}")
+            p = r.get("peak_flops") or peak.get(f"peak_{r['dtype']}")
             quality = (f"test acc {r['test_acc']:.4f}" if r["test_acc"] is not None
                        else f"test loss {r['test_loss']:.3f}" if r["test_loss"] is not None else "")
             row.update(wall_s=r["wall_s"], train_s=r["train_s"], val_s=r["val_s"], eval_s=r["eval_s"], examples_per_s=r["examples_per_s"],
@@ -358,7 +366,9 @@ def tabulate(res: dict, plan: dict) -> tuple[list[dict], list[str]]:
         "every position.",
         "- GFLOP/s: analytic matmul FLOPs of the training steps (gptft/flops.py: forward 2 x weights x tokens + "
         "attention, backward 2x forward for the trainable blocks and head, none for the frozen prefix, whose "
-        "rows count only when computed) / train s; % peak: of the matmul peak in the row's dtype.",
+        "rows count only when computed) / train s; % peak: of the matmul peak in the row's dtype, measured in "
+        "the row's own process before and after training (the better of the two); the matmul-peak rows were "
+        "measured first, before all others.",
     ]
     if sb.get("pad_to"):
         notes.append(f"- The spam book path pads every message to {sb['pad_to']} tokens.")

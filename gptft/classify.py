@@ -1,12 +1,14 @@
 """`python -m gptft.classify ckpt=PATH text="..." | file=TEXTS.txt`: label and class probabilities."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
 
-from .cli_args import parse
+from .cli_args import command, parse
 from .data.collate import ClassificationCollate
+from .errors import GptftError
 from .tasks.factory import load_checkpoint
 
 USAGE = """usage: python -m gptft.classify ckpt=PATH (text="a message" | file=TEXTS.txt) [batch_size=16]
@@ -14,44 +16,56 @@ USAGE = """usage: python -m gptft.classify ckpt=PATH (text="a message" | file=TE
   text  one message; file: one message per line"""
 
 
+def widths(task) -> tuple[int | None, int]:
+    """(pad width, token limit). A checkpoint trained at a fixed width (data.pad_to) is read at that
+    width: with pooling=last the pooled position depends on it. Otherwise the context is the limit."""
+    pad_width = (getattr(task, "meta", None) or {}).get("pad_width")
+    return pad_width, pad_width or task.backbone.context_length
+
+
 @torch.no_grad()
 def classify(task, tokenizer, texts: list[str], batch_size: int = 16) -> list[dict]:
-    """One dict per text: label and {label name: probability}."""
-    limit = task.backbone.context_length
-    collate = ClassificationCollate(tokenizer.pad_id)
+    """One dict per text: label, {label name: probability} and whether the text was cut to fit."""
+    pad_width, limit = widths(task)
+    collate = ClassificationCollate(tokenizer.pad_id, pad_width)
     names = task.label_names
     out = []
     for start in range(0, len(texts), batch_size):
         chunk = texts[start : start + batch_size]
-        examples = [
-            {"input_ids": (tokenizer.encode(t) or [tokenizer.eot_id])[:limit], "label": 0, "example_id": i}
-            for i, t in enumerate(chunk)
-        ]
+        ids = [tokenizer.encode(t) or [tokenizer.eot_id] for t in chunk]
+        examples = [{"input_ids": x[:limit], "label": 0, "example_id": i} for i, x in enumerate(ids)]
         probs = task(collate(examples)).float().softmax(-1)
-        for text, p in zip(chunk, probs):
+        for text, x, p in zip(chunk, ids, probs):
             out.append({"text": text, "label": names[int(p.argmax())],
-                        "probs": {n: float(v) for n, v in zip(names, p)}})
+                        "probs": {n: float(v) for n, v in zip(names, p)}, "truncated": len(x) > limit})
     return out
 
 
+@command
 def main(argv: list[str] | None = None) -> None:
     args = parse({"ckpt": None, "text": None, "file": None, "batch_size": 16}, USAGE, argv)
     if not args.ckpt or (args.text is None) == (args.file is None):
-        raise SystemExit(f"give ckpt= and exactly one of text= or file=\n\n{USAGE}")
+        raise GptftError(f"give ckpt= and exactly one of text= or file=\n\n{USAGE}")
+    if args.batch_size < 1:
+        raise GptftError(f"batch_size must be a positive integer, got {args.batch_size}")
     if args.file is not None:
         path = Path(args.file)
         if not path.is_file():
-            raise SystemExit(f"file={path} does not exist")
-        texts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            raise GptftError(f"file={path} does not exist")
+        try:
+            texts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except UnicodeDecodeError as err:
+            raise GptftError(f"file={path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
         if not texts:
-            raise SystemExit(f"file={path} holds no non-empty lines")
+            raise GptftError(f"file={path} holds no non-empty lines")
     else:
-        texts = [str(args.text)]
-    try:
-        task, tokenizer, _ = load_checkpoint(args.ckpt, expect_task="spam")
-    except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(str(err)) from None
-    for r in classify(task, tokenizer, texts, int(args.batch_size)):
+        texts = [args.text]
+    task, tokenizer, _ = load_checkpoint(args.ckpt, expect_task="spam")
+    results = classify(task, tokenizer, texts, args.batch_size)
+    cut = sum(r["truncated"] for r in results)
+    if cut:  # the model never saw the rest of these texts: say so instead of failing silently
+        print(f"note: {cut} of {len(results)} texts truncated to {widths(task)[1]} tokens", file=sys.stderr, flush=True)
+    for r in results:
         probs = "  ".join(f"{n}={p:.4f}" for n, p in r["probs"].items())
         print(f"{r['label']}\t{probs}\t{r['text']}")
 

@@ -9,6 +9,10 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent
 
 
+class GptftError(ValueError):
+    """A check of gptft's that said no: bad input, a bad setting, a missing file. Shown without traceback."""
+
+
 def raised_by_gptft(err: BaseException) -> bool:
     """True when the innermost frame is gptft's own code: a check that said no, not a crash."""
     tb = err.__traceback__
@@ -26,10 +30,11 @@ def friendly_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ValueError, RuntimeError, FileNotFoundError, TypeError, KeyError) as err:
-            if os.environ.get("GPTFT_DEBUG") or not raised_by_gptft(err):
+        except (ValueError, RuntimeError, FileNotFoundError) as err:
+            # GptftError always; other kinds only when gptft raised them itself (a deliberate check)
+            if os.environ.get("GPTFT_DEBUG") or not (isinstance(err, GptftError) or raised_by_gptft(err)):
                 raise
-            print(f"error: {err}", file=sys.stderr, flush=True)
+            print(f"error: {err}\n(set GPTFT_DEBUG=1 to see the traceback)", file=sys.stderr, flush=True)
             raise SystemExit(2) from None
 
     return wrapper

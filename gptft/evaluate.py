@@ -1,17 +1,14 @@
 """`python -m gptft.evaluate ckpt=PATH`: score a checkpoint on its test split.
 
 Instruct: greedy responses to every test entry -> responses.json (for reading by eye), exact match,
-ROUGE-L F1, test loss/perplexity and, optionally, an LLM judge's 0-100 score -> scores.json.
+ROUGE-L F1, test loss/perplexity and, optionally, an LLM judge's 0-100 score (gptft.judge) -> scores.json.
 Spam: accuracy, F1 and the confusion matrix -> scores.json.
 """
 from __future__ import annotations
 
 import json
 import math
-import re
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime
 from pathlib import Path
 
@@ -19,8 +16,10 @@ import hydra
 import torch
 from tqdm import tqdm
 
-from .cli_args import parse
+from .cli_args import command, parse
 from .data.prompts import get_prompt_style
+from .errors import GptftError
+from .judge import run_judge
 from .models.generation import generate
 from .tasks.factory import load_checkpoint
 from .tasks.instruct import target_loss
@@ -38,8 +37,9 @@ USAGE = """usage: python -m gptft.evaluate ckpt=PATH [out=DIR] [max_new_tokens=2
 
 DEFAULTS = {
     "ckpt": None, "out": None, "max_new_tokens": 256, "limit": None, "device": "auto",
-    "judge": {"enabled": False, "url": "http://localhost:11434", "model": "llama3", "timeout": 120},
+    "judge": {"enabled": False, "url": "http://localhost:11434", "model": "llama3", "timeout": 120.0},
 }
+TYPES = {"limit": int}
 RESULT_FILES = ("responses.json", "scores.json")
 
 
@@ -66,80 +66,6 @@ def write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-# ---- the LLM judge -----------------------------------------------------------------------------
-class JudgeError(RuntimeError):
-    """The judge server cannot be used; the message says what to start."""
-
-
-def judge_prompt(prompt: str, reference: str, response: str) -> str:
-    return (
-        "You are grading the answer of a language model to an instruction.\n\n"
-        f"Instruction prompt given to the model:\n{prompt}\n\n"
-        f"Reference answer:\n{reference}\n\n"
-        f"Model answer:\n{response}\n\n"
-        "How well does the model answer match the reference answer and complete the instruction? "
-        "Give a score from 0 (useless) to 100 (as good as the reference). "
-        "Reply with the integer score only, no other text."
-    )
-
-
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
-
-
-def parse_score(text: str) -> int | None:
-    """The first number in the reply, rounded, if it lies in 0..100; else None."""
-    m = _NUMBER.search(text or "")
-    if not m:
-        return None
-    value = float(m.group())
-    return round(value) if 0 <= value <= 100 else None
-
-
-def ask_judge(url: str, model: str, content: str, timeout: float) -> str:
-    """The reply text of an Ollama-compatible /api/chat call (deterministic options)."""
-    body = {"model": model, "messages": [{"role": "user", "content": content}], "stream": False,
-            "options": {"temperature": 0, "seed": 123}}
-    endpoint = url.rstrip("/") + "/api/chat"
-    req = urllib.request.Request(endpoint, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
-    hint = f"Ollama (or a compatible server) must be running at {url} with the model pulled, e.g. `ollama run {model}`"
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            reply = json.loads(resp.read().decode("utf-8"))
-    except urllib.error.HTTPError as err:
-        detail = err.read().decode("utf-8", "replace")[:200]
-        raise JudgeError(f"LLM judge: {endpoint} answered HTTP {err.code} ({detail.strip()}). {hint}") from None
-    except (urllib.error.URLError, OSError) as err:  # refused, unknown host, timeout
-        reason = getattr(err, "reason", err)
-        raise JudgeError(f"LLM judge: cannot reach {endpoint} ({reason}). {hint}") from None
-    except ValueError as err:
-        raise JudgeError(f"LLM judge: {endpoint} did not return JSON ({err}). {hint}") from None
-    try:
-        return str(reply["message"]["content"])
-    except (KeyError, TypeError):
-        raise JudgeError(f"LLM judge: {endpoint} returned no message.content: {str(reply)[:200]}. {hint}") from None
-
-
-def run_judge(records: list[dict], prompts: list[str], cfg) -> dict:
-    """Adds "judge_score" to each record; returns the summary for scores.json.
-
-    The first transport error stops judging: every later call would fail the same way.
-    """
-    scores = []
-    try:
-        for rec, prompt in zip(tqdm(records, desc="judging", unit="resp"), prompts):
-            reply = ask_judge(cfg.url, cfg.model, judge_prompt(prompt, rec["output"], rec["model_response"]),
-                              float(cfg.timeout))
-            scores.append(parse_score(reply))
-    except JudgeError as err:
-        return {"url": cfg.url, "model": cfg.model, "error": str(err)}
-    for rec, s in zip(records, scores):
-        rec["judge_score"] = s
-    valid = [s for s in scores if s is not None]
-    return {"url": cfg.url, "model": cfg.model, "mean": sum(valid) / len(valid) if valid else None,
-            "n_scored": len(valid), "n_unparsed": len(scores) - len(valid), "scores": scores}
-
-
 # ---- instruct ----------------------------------------------------------------------------------
 def data_module(meta: dict, tokenizer, context_length: int):
     """The data module the checkpoint was trained with (same file, split and prompt style)."""
@@ -162,7 +88,7 @@ def test_loss(task, dm, device) -> tuple[float, int]:
 
 def evaluate_instruct(task, tokenizer, meta, dm, args, device, out: Path) -> dict:
     style = get_prompt_style(meta.get("prompt_style") or dm.prompt_style)
-    entries = dm.test_entries if args.limit is None else dm.test_entries[: int(args.limit)]
+    entries = dm.test_entries if args.limit is None else dm.test_entries[: args.limit]
     model = task.backbone
     records, prompts, too_long = [], [], 0
     for entry in tqdm(entries, desc="generating", unit="resp"):
@@ -170,7 +96,7 @@ def evaluate_instruct(task, tokenizer, meta, dm, args, device, out: Path) -> dic
         if len(ids) >= model.context_length:  # no room to answer; score it as an empty response
             too_long, out_ids = too_long + 1, []
         else:
-            out_ids = generate(model, ids, int(args.max_new_tokens), eos_id=tokenizer.eot_id, use_cache=True)
+            out_ids = generate(model, ids, args.max_new_tokens, eos_id=tokenizer.eot_id, use_cache=True)
         records.append({"instruction": entry["instruction"], "input": entry.get("input", ""),
                         "output": entry["output"], "model_response": tokenizer.decode(out_ids).strip()})
         prompts.append(style.prompt({"input": "", **entry}))
@@ -183,7 +109,7 @@ def evaluate_instruct(task, tokenizer, meta, dm, args, device, out: Path) -> dic
         "exact_match": sum(exact_match(r["output"], r["model_response"]) for r in records) / max(1, n),
         "rouge_l": sum(rouge_l(r["output"], r["model_response"]) for r in records) / max(1, n),
         "test_loss": loss, "test_ppl": math.exp(min(loss, 50.0)), "test_tokens": tokens,
-        "max_new_tokens": int(args.max_new_tokens), "prompt_style": style.name, "prompts_too_long": too_long,
+        "max_new_tokens": args.max_new_tokens, "prompt_style": style.name, "prompts_too_long": too_long,
         "judge": {"enabled": False},
     }
     if args.judge.enabled:
@@ -252,31 +178,26 @@ def summary(scores: dict, out: Path) -> str:
     return "\n".join(lines)
 
 
+@command
 def main(argv: list[str] | None = None) -> dict:
-    args = parse(DEFAULTS, USAGE, argv)
-    unknown = sorted(set(args.judge) - set(DEFAULTS["judge"]))
-    if unknown:
-        raise SystemExit(f"unknown argument(s) {['judge.' + k for k in unknown]}\n\n{USAGE}")
+    args = parse(DEFAULTS, USAGE, argv, TYPES)
     if not args.ckpt:
-        raise SystemExit(f"give ckpt=PATH\n\n{USAGE}")
-    if args.limit is not None and (not isinstance(args.limit, int) or args.limit < 1):
-        raise SystemExit(f"limit must be null or a positive integer, got {args.limit!r}")
-    if not isinstance(args.max_new_tokens, int) or args.max_new_tokens < 1:
-        raise SystemExit(f"max_new_tokens must be a positive integer, got {args.max_new_tokens!r}")
+        raise GptftError(f"give ckpt=PATH\n\n{USAGE}")
+    if args.limit is not None and args.limit < 1:
+        raise GptftError(f"limit must be null or a positive integer, got {args.limit!r}")
+    if args.max_new_tokens < 1:
+        raise GptftError(f"max_new_tokens must be a positive integer, got {args.max_new_tokens!r}")
     if args.device not in ("auto", "cpu", "cuda"):
-        raise SystemExit(f"device must be auto, cpu or cuda, got {args.device!r}")
+        raise GptftError(f"device must be auto, cpu or cuda, got {args.device!r}")
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
                           else "cpu")
-    try:
-        task, tokenizer, meta = load_checkpoint(args.ckpt)
-    except (FileNotFoundError, ValueError, RuntimeError) as err:
-        raise SystemExit(str(err)) from None
+    task, tokenizer, meta = load_checkpoint(args.ckpt)
     task.to(device)
-    try:  # the same data file, split and prompt style as in training
+    try:  # the same data file, split and prompt style as in training; say which stage failed
         dm = data_module(meta, tokenizer, task.backbone.context_length)
         dm.setup()
     except (KeyError, FileNotFoundError, ValueError, RuntimeError) as err:  # e.g. the data file is gone
-        raise SystemExit(f"cannot rebuild the test split of {args.ckpt}: {err.__class__.__name__}: {err}") from None
+        raise GptftError(f"cannot rebuild the test split of {args.ckpt}: {err.__class__.__name__}: {err}") from err
 
     out = fresh_out_dir(Path(args.out) if args.out else default_out_dir(Path(args.ckpt)))
     out.mkdir(parents=True, exist_ok=True)
@@ -287,7 +208,6 @@ def main(argv: list[str] | None = None) -> dict:
     write_json(out / "scores.json", scores)
     print(summary(scores, out), flush=True)
     return scores
-
 
 if __name__ == "__main__":
     main()

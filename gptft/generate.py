@@ -5,12 +5,14 @@ Without `ckpt` it continues `prompt` with a base model (`model=gpt2`, `checkpoin
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
 
-from .cli_args import parse
+from .cli_args import command, parse
 from .data.prompts import get_prompt_style
+from .errors import GptftError
 from .models.build import build_backbone
 from .models.generation import generate
 from .tasks.factory import load_checkpoint
@@ -24,41 +26,55 @@ USAGE = """usage: python -m gptft.generate [ckpt=PATH] prompt="..." [input="..."
 
 DEFAULTS = {"ckpt": None, "prompt": None, "input": "", "max_new_tokens": 256, "temperature": 0.0, "top_k": None,
             "top_p": None, "seed": 123, "no_cache": False, "model": "gpt2", "checkpoint": None, "pretrained": True}
+TYPES = {"top_k": int, "top_p": float}
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def model_names() -> list[str]:
+    return sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 
 
 def base_model(name: str, checkpoint: str | None, pretrained: bool):
-    from pathlib import Path
-
-    conf = str(Path(__file__).resolve().parents[1] / "conf")
-    with initialize_config_dir(config_dir=conf, version_base="1.3"):
+    # checked here: Hydra's own answer to an unknown name is a long traceback
+    if name not in model_names():
+        raise GptftError(f"unknown model={name!r}; valid (conf/model): {', '.join(model_names())}")
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=[f"model={name}", "run_dir=."])
     cfg.model.checkpoint = checkpoint
     cfg.model.pretrained = pretrained
     return build_backbone(cfg.model)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse(DEFAULTS, USAGE, argv)
+def check(args) -> None:
     if not args.prompt:
-        raise SystemExit(f"give prompt=\"...\"\n\n{USAGE}")
-    torch.manual_seed(int(args.seed))
+        raise GptftError(f"give prompt=\"...\"\n\n{USAGE}")
+    if args.max_new_tokens < 1:
+        raise GptftError(f"max_new_tokens must be a positive integer, got {args.max_new_tokens}")
+    if args.temperature < 0:
+        raise GptftError(f"temperature must be >= 0 (0: greedy), got {args.temperature}")
+    if args.top_k is not None and args.top_k < 1:
+        raise GptftError(f"top_k must be null or a positive integer, got {args.top_k}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise GptftError(f"top_p must be null or in (0, 1], got {args.top_p}")
+
+
+@command
+def main(argv: list[str] | None = None) -> None:
+    args = parse(DEFAULTS, USAGE, argv, TYPES)
+    check(args)
+    torch.manual_seed(args.seed)
     if args.ckpt:
-        try:
-            task, tokenizer, meta = load_checkpoint(args.ckpt, expect_task="instruct")
-        except (FileNotFoundError, ValueError) as err:
-            raise SystemExit(str(err)) from None
+        task, tokenizer, meta = load_checkpoint(args.ckpt, expect_task="instruct")
         model = task.backbone
         style = get_prompt_style(meta["prompt_style"])
-        ids = style.encode_prompt(tokenizer, {"instruction": args.prompt, "input": args.input or ""})
+        ids = style.encode_prompt(tokenizer, {"instruction": args.prompt, "input": args.input})
     else:
-        try:
-            model, tokenizer = base_model(args.model, args.checkpoint, bool(args.pretrained))
-        except (RuntimeError, ValueError, FileNotFoundError) as err:
-            raise SystemExit(str(err)) from None
+        model, tokenizer = base_model(args.model, args.checkpoint, args.pretrained)
         text = args.prompt if not args.input else f"{args.prompt}\n{args.input}"
         ids = tokenizer.encode(text)
     start = time.perf_counter()
-    out = generate(model.eval(), ids, int(args.max_new_tokens), temperature=float(args.temperature),
+    # a prompt longer than the context: generate's own ValueError, shown by @command as a one-line error
+    out = generate(model.eval(), ids, args.max_new_tokens, temperature=args.temperature,
                    top_k=args.top_k, top_p=args.top_p, eos_id=tokenizer.eot_id, use_cache=not args.no_cache)
     seconds = time.perf_counter() - start
     print(tokenizer.decode(out).strip())

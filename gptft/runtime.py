@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from .errors import GptftError
+
 
 def _accelerator(name: str) -> str:
     if name != "auto":
@@ -22,12 +24,15 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     """`auto`: bf16 autocast where it is fast and safe (CPU, bf16-capable GPUs), else fp32."""
     acc = _accelerator(accelerator)
     precision = ALIASES.get(precision, precision)
+    if precision != "auto" and precision not in ALIASES.values() and precision not in ("bf16-true", "16-true"):
+        raise GptftError(f"precision={precision!r} is not one of auto, 32, bf16, 16 (or a Lightning name "
+                         f"such as bf16-true)")
     if precision == "auto":
         if acc == "cpu" or (acc == "gpu" and torch.cuda.is_bf16_supported()):
             return "bf16-mixed"
         return "32-true"
     if precision.startswith("16") and acc == "cpu":
-        raise ValueError(
+        raise GptftError(
             "precision=16 (float16 autocast) needs a GPU; on a CPU use precision=bf16 or precision=32"
         )
     return precision

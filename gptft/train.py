@@ -13,9 +13,10 @@ import hydra
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
-from .errors import friendly_errors
+from .errors import GptftError, friendly_errors
 from .models.build import build_backbone
 from .tasks.factory import make_task
 from .runtime import resolve_trainer_kwargs
@@ -27,13 +28,24 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def build_datamodule(data_cfg, tokenizer, context_length: int):
+    """The `data` config's module; its own errors surface as themselves, not as Hydra's wrapper."""
+    data_cfg = OmegaConf.create(data_cfg) if isinstance(data_cfg, dict) else data_cfg
+    max_length = data_cfg.get("max_length") or context_length
+    try:
+        return hydra.utils.instantiate(data_cfg, tokenizer=tokenizer, max_length=max_length, _convert_="all")
+    except InstantiationException as err:
+        if err.__cause__ is not None:
+            raise err.__cause__ from None
+        raise
+
+
 def fit_and_test(cfg: DictConfig, run_dir: Path, callbacks: tuple = ()) -> dict:
     """Train, then score every split with the best checkpoint; returns the metrics written to metrics.json."""
     start = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     backbone, tokenizer = build_backbone(cfg.model)
-    max_length = cfg.data.get("max_length") or backbone.context_length
-    dm = hydra.utils.instantiate(cfg.data, tokenizer=tokenizer, max_length=max_length, _convert_="all")
+    dm = build_datamodule(cfg.data, tokenizer, backbone.context_length)
     dm.setup("fit")
     task = make_task(cfg, backbone, tokenizer, dm)
 
@@ -48,15 +60,19 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, callbacks: tuple = ()) -> dict:
     )
     trainer.fit(task, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
     best = ckpt.best_model_path or ckpt.last_model_path or None
+    which = cfg.task.get("test_ckpt", "best")
+    if which not in ("best", "last"):
+        raise GptftError(f"task.test_ckpt={which!r}: use best or last")
+    scored = best if which == "best" else (ckpt.last_model_path or None)
     task.test_splits = tuple(cfg.task.final_splits)
-    trainer.test(task, dataloaders=[dm.eval_dataloader(s) for s in task.test_splits], ckpt_path=best or None,
-                 verbose=False)
+    trainer.test(task, dataloaders=[dm.eval_dataloader(s) for s in task.test_splits], ckpt_path=scored, verbose=False)
 
     metrics = {
         "task": cfg.task.name,
         "model": cfg.model.name,
         "splits": task.final,
         "best_ckpt": best,
+        "scored_ckpt": scored,
         "last_ckpt": ckpt.last_model_path or None,
         "wall_time_s": round(time.perf_counter() - start, 1),
         "peak_rss_mib": round(peak_rss_mib(), 1),
@@ -64,7 +80,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, callbacks: tuple = ()) -> dict:
         "data": getattr(dm, "report", {}),
         "prefix_cache": None if task.prefix_cache is None else {
             "examples": len(task.prefix_cache), "mib": round(task.prefix_cache.nbytes / 2**20, 2),
-            "dtype": str(task.prefix_cache.dtype), "boundary_block": task.boundary},
+            "dtype": task.prefix_cache.stored_dtype, "boundary_block": task.boundary},
     }
     if getattr(task, "label_names", None):
         metrics["label_names"] = task.label_names
@@ -81,6 +97,12 @@ def summary(metrics: dict, run_dir: Path) -> str:
     lines.append("  split  " + "".join(f"{c:>10}" for c in cols))
     for s, d in splits.items():
         lines.append(f"  {s:<6} " + "".join(f"{d[c]:>10.4f}" if c in d else f"{'':>10}" for c in cols))
+    if metrics.get("label_names") and "test" in splits:
+        names = metrics["label_names"]
+        lines.append("  test confusion (rows: true, columns: predicted)")
+        lines.append("  " + " " * 12 + "".join(f"{n[:10]:>10}" for n in names))
+        for n, row in zip(names, splits["test"]["confusion"]):
+            lines.append(f"  {n[:10]:>10}  " + "".join(f"{v:>10}" for v in row))
     lines.append(f"  run folder:  {run_dir}")
     lines.append(f"  best ckpt:   {metrics['best_ckpt']}")
     lines.append(f"  TensorBoard: tensorboard --logdir {run_dir / 'tensorboard'}")

@@ -11,7 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import torch
 
-from gptft.evaluate import main as evaluate, parse_score
+from gptft.evaluate import main as evaluate
+from gptft.judge import parse_score
 from gptft.text_metrics import exact_match, lcs_length, rouge_l, words
 from gptft.train import train
 from helpers import compose_cfg
@@ -235,4 +236,8 @@ def test_bad_arguments_exit_cleanly(tmp_path, instruct_ckpt):
         evaluate([])
     with pytest.raises(SystemExit, match="limit must be"):
         evaluate([f"ckpt={instruct_ckpt}", "limit=0"])
+    with pytest.raises(SystemExit, match="limit must be an integer, got 'ten'"):
+        evaluate([f"ckpt={instruct_ckpt}", "limit=ten"])
+    with pytest.raises(SystemExit, match="judge.timeout must be a number"):
+        evaluate([f"ckpt={instruct_ckpt}", "judge.timeout=soon"])
     assert not (tmp_path / "eval").exists()

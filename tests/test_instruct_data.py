@@ -10,6 +10,7 @@ import torch
 from gptft.data.collate import InstructCollate
 from gptft.data.instruct import InstructDataModule
 from gptft.data.prompts import STYLES, get_prompt_style
+from gptft.errors import GptftError
 
 E = 50256  # end-of-text, also the pad
 X = -100  # ignored target
@@ -180,7 +181,7 @@ def test_collate_separate_pad_id():
 
 
 def error_of(tokenizer, path, **kwargs) -> str:
-    with pytest.raises((ValueError, FileNotFoundError)) as info:
+    with pytest.raises(GptftError) as info:  # every bad input is one clean message on the command line
         InstructDataModule(tokenizer, path=str(path), **kwargs).setup()
     return str(info.value)
 
@@ -242,9 +243,9 @@ def test_too_few_entries_and_bad_arguments(tmp_path, tokenizer):
     msg = error_of(tokenizer, path)
     assert str(path) in msg and "has 9 entries" in msg and "at least 10" in msg
     path.write_text(json.dumps(entries(10)), encoding="utf-8")
-    with pytest.raises(ValueError, match="train split has 8 examples, fewer than data.batch_size=9"):
+    with pytest.raises(GptftError, match="train split has 8 examples, fewer than data.batch_size=9"):
         InstructDataModule(tokenizer, path=str(path), batch_size=9).train_dataloader()
-    with pytest.raises(ValueError, match="data.split"):
+    with pytest.raises(GptftError, match="data.split"):
         InstructDataModule(tokenizer, split="random")
-    with pytest.raises(ValueError, match="valid names"):
+    with pytest.raises(GptftError, match="valid names"):
         InstructDataModule(tokenizer, prompt_style="nope")

@@ -16,7 +16,9 @@ import torch
 
 from gptft.data.collate import BucketBatchSampler, ClassificationCollate
 from gptft.data.download import ensure_file
-from gptft.data.spam import SpamDataModule, read_label_tab_text
+from gptft.data.spam import SpamDataModule
+from gptft.data.tables import read_label_tab_text
+from gptft.errors import GptftError
 
 PAD = 50256
 
@@ -222,7 +224,7 @@ def test_user_headerless_file_reads_like_sms(tmp_path, tokenizer):
 
 
 def error_of(tokenizer, path, **kwargs) -> str:
-    with pytest.raises((ValueError, FileNotFoundError)) as info:
+    with pytest.raises(GptftError) as info:  # every bad input is one clean message on the command line
         SpamDataModule(tokenizer, path=str(path), **kwargs).setup()
     return str(info.value)
 
@@ -264,7 +266,7 @@ def test_too_few_rows(tmp_path, tokenizer):
     msg = error_of(tokenizer, skewed)
     assert "has 12 rows" in msg and "keeps 6 (3 per class" in msg and "needs at least 10" in msg
     small_batch = SpamDataModule(tokenizer, path=str(skewed), balance="none", batch_size=16)
-    with pytest.raises(ValueError, match="fewer than data.batch_size=16"):
+    with pytest.raises(GptftError, match="fewer than data.batch_size=16"):
         small_batch.train_dataloader()
 
 
@@ -289,7 +291,7 @@ def test_bad_arguments(tokenizer):
     for kwargs, text in [({"balance": "over"}, "data.balance"), ({"pad_to": "longest"}, "data.pad_to"),
                          ({"split": (0.5, 0.5)}, "data.split"), ({"split": (0.7, 0.3, 0.0)}, "data.split"),
                          ({"max_length": 8, "pad_to": 16}, "exceeds max_length")]:
-        with pytest.raises(ValueError, match=text):
+        with pytest.raises(GptftError, match=text):
             SpamDataModule(tokenizer, **kwargs)
 
 
@@ -360,3 +362,4 @@ def test_download_unreachable_says_where_to_put_the_file(tmp_path, monkeypatch):
     msg = str(info.value)
     assert str(tmp_path / "data" / "instruction-data.json") in msg and url in msg and "data.path=FILE" in msg
     assert info.value.__cause__ is None and info.value.__suppress_context__  # one clear error, no chained traceback
+    assert isinstance(info.value, GptftError)  # shown as one message, no traceback

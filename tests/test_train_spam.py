@@ -75,20 +75,27 @@ def test_probabilities_do_not_depend_on_batch_neighbours(spam_run):
 
 def _losses(tmp_path, cache: bool, *extra):
     rec = LossRecorder()
-    cfg = compose_cfg(tmp_path / f"cache_{cache}", "model=gpt2-tiny", "precision=32", "trainer.max_epochs=2",
+    if not any(e.startswith("precision=") for e in extra):
+        extra = ("precision=32", *extra)
+    cfg = compose_cfg(tmp_path / f"cache_{cache}", "model=gpt2-tiny", "trainer.max_epochs=2",
                       "trainer.limit_train_batches=12", "trainer.enable_progress_bar=false",
                       "trainer.enable_model_summary=false", f"finetune.cache_prefix={str(cache).lower()}", *extra)
     metrics = fit_and_test(cfg, tmp_path / f"cache_{cache}", callbacks=(rec,))
     return rec.losses, metrics
 
 
-@pytest.mark.parametrize("extra", [[], ["finetune.trainable_blocks=2"]])
+# dropout: the frozen prefix must run without it; bf16: the cache keeps the autocast result as it is
+@pytest.mark.parametrize("extra", [[], ["finetune.trainable_blocks=2"], ["model.dropout=0.1"], ["precision=bf16"]])
 def test_prefix_cache_is_invisible_spam(tmp_path, extra):
     cached, m_cached = _losses(tmp_path, True, "task=spam", *extra)
     plain, m_plain = _losses(tmp_path, False, "task=spam", *extra)
     assert len(cached) == len(plain) == 24
     assert m_cached["prefix_cache"]["examples"] > 0 and m_plain["prefix_cache"] is None
-    assert torch.allclose(torch.tensor(cached), torch.tensor(plain), atol=1e-5, rtol=0)
+    # bf16: the uncached path itself rounds differently when a message is re-batched with other
+    # padding in epoch 2, so only there the paths agree to bf16's precision rather than fp32's
+    tol = 5e-3 if "precision=bf16" in extra else 1e-5
+    assert torch.allclose(torch.tensor(cached), torch.tensor(plain), atol=tol, rtol=0)
+    assert torch.allclose(torch.tensor(cached[:12]), torch.tensor(plain[:12]), atol=1e-5, rtol=0)  # epoch 1: same batches
     for split in ("train", "val", "test"):
         assert abs(m_cached["splits"][split]["acc"] - m_plain["splits"][split]["acc"]) < 1e-6
 

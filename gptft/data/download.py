@@ -11,7 +11,15 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+from gptft.errors import GptftError
+
 log = logging.getLogger(__name__)
+
+
+class DownloadError(GptftError, RuntimeError):
+    """A data file that cannot be fetched or has the wrong contents; the message says where to put it.
+    Also a RuntimeError: that is what callers caught before GptftError existed."""
+
 
 TIMEOUT_S = 20  # short: offline machines should fail fast with the "put it here" message
 
@@ -59,7 +67,7 @@ def ensure_file(relpath: str, url: str, sha256: str | None, extract: str | None 
     try:
         payload = _fetch(url)
     except (urllib.error.URLError, OSError, ValueError) as err:
-        raise RuntimeError(
+        raise DownloadError(
             f"data file missing: {dest}\n"
             f"  could not download it from {url} ({err.__class__.__name__}: {getattr(err, 'reason', err)}).\n"
             f"  Fix: download that URL yourself and put the file at exactly {dest}"
@@ -73,9 +81,9 @@ def ensure_file(relpath: str, url: str, sha256: str | None, extract: str | None 
             with zipfile.ZipFile(io.BytesIO(payload)) as zf:
                 payload = zf.read(extract)
         except zipfile.BadZipFile:
-            raise RuntimeError(f"{url} did not return a zip archive; cannot extract {extract!r} for {dest}") from None
+            raise DownloadError(f"{url} did not return a zip archive; cannot extract {extract!r} for {dest}") from None
         except KeyError:
-            raise RuntimeError(f"the zip archive from {url} has no member {extract!r} (needed for {dest})") from None
+            raise DownloadError(f"the zip archive from {url} has no member {extract!r} (needed for {dest})") from None
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
@@ -97,7 +105,7 @@ def _check_digest(path: Path, expected: str | None, what: str, fix: str) -> None
         return
     found = sha256_of(path)
     if found != expected.lower():
-        raise RuntimeError(f"{what}: sha256 expected {expected}, found {found}. {fix}")
+        raise DownloadError(f"{what}: sha256 expected {expected}, found {found}. {fix}")
 
 
 def _fetch(url: str) -> bytes:

@@ -5,25 +5,21 @@ import json
 import logging
 from pathlib import Path
 
-import lightning as L
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
 
-from gptft.data.collate import BucketBatchSampler, InstructCollate
-from gptft.data.download import INSTRUCTIONS, ensure_file
+from gptft.data.base import DataError, TextDataModule, read_utf8
+from gptft.data.collate import InstructCollate
+from gptft.data.download import INSTRUCTIONS
 from gptft.data.prompts import PromptStyle, get_prompt_style
 
 log = logging.getLogger(__name__)
 
 TRAIN_FRACTION, TEST_FRACTION = 0.85, 0.10  # the book's split; validation gets the rest
 
-
-class InstructDataError(ValueError):
-    """Bad instruction data; the message names the file, the entry and the fix."""
+InstructDataError = DataError  # the former name; both data modules raise DataError
 
 
-class InstructDataModule(L.LightningDataModule):
+class InstructDataModule(TextDataModule):
     """Instruction entries split into train/test/val (the book's 85% / 10% / rest, in that order).
 
     path: None -> the book's instruction-data.json in GPTFT_DATA_DIR (downloaded if missing);
@@ -32,6 +28,8 @@ class InstructDataModule(L.LightningDataModule):
     Examples are dicts {example_id, input_ids, prompt_len}; example_id indexes `self.entries`,
     and input_ids = encode(prompt) + encode(response) so prompt_len is exact.
     """
+
+    default_file = INSTRUCTIONS
 
     def __init__(
         self,
@@ -46,26 +44,13 @@ class InstructDataModule(L.LightningDataModule):
         max_length: int | None = None,
         bucket: bool = False,
     ):
-        super().__init__()
         if split not in ("ordered", "shuffled"):
-            raise ValueError(f"data.split must be 'ordered' or 'shuffled', got {split!r}")
-        if max_length is not None and not (isinstance(max_length, int) and max_length > 0):
-            raise ValueError(f"data.max_length must be null or a positive int, got {max_length!r}")
-        if batch_size < 1:
-            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
-        self.tokenizer = tokenizer
-        self.path = path
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.seed = seed
+            raise DataError(f"data.split must be 'ordered' or 'shuffled', got {split!r}")
+        super().__init__(tokenizer, path, batch_size, num_workers, seed, max_length, bucket)
         self.split = split
         self.prompt_style = get_prompt_style(prompt_style)
         self.mask_prompt = mask_prompt
-        self.max_length = max_length
-        self.bucket = bucket
         self.collate_fn = InstructCollate(tokenizer.eot_id, tokenizer.pad_id, max_length, mask_prompt)
-        self.report: dict = {}
-        self._ready = False
 
     def format_prompt(self, entry: dict) -> str:
         """The text a model is given to generate a response to `entry`."""
@@ -75,26 +60,13 @@ class InstructDataModule(L.LightningDataModule):
         """Token ids of `format_prompt(entry)`, as each training example begins."""
         return self.prompt_style.encode_prompt(self.tokenizer, entry)
 
-    # ---- Lightning hooks
-    def prepare_data(self) -> None:
-        if self.path is None:
-            ensure_file(**INSTRUCTIONS)
-
-    def setup(self, stage: str | None = None) -> None:
-        if self._ready:  # Lightning calls setup once per stage; the splits must not change
-            return
-        if self.path is None:
-            file = ensure_file(**INSTRUCTIONS)
-        else:
-            file = Path(self.path).expanduser()
-            if not file.is_file():
-                raise FileNotFoundError(f"data.path={self.path}: no such file ({file.resolve()})")
-        self.file = file
+    def _load(self) -> None:
+        self.file = file = self.data_file()
         self.entries = read_entries(file)
         n = len(self.entries)
         n_train, n_test = int(n * TRAIN_FRACTION), int(n * TEST_FRACTION)
         if min(n_train, n_test, n - n_train - n_test) < 1:
-            raise InstructDataError(
+            raise DataError(
                 f"{file} has {n} entries; the train/test/val split (85%/10%/rest) needs at least 10 "
                 f"so that each part gets one"
             )
@@ -121,38 +93,6 @@ class InstructDataModule(L.LightningDataModule):
         )
         log.info("%s: %d entries; train/val/test %d/%d/%d", file, n,
                  len(self.train_set), len(self.val_set), len(self.test_set))
-        self._ready = True
-
-    def train_dataloader(self) -> DataLoader:
-        self.setup()
-        if len(self.train_set) < self.batch_size:  # drop_last would leave an empty epoch
-            raise InstructDataError(
-                f"the train split has {len(self.train_set)} examples, fewer than data.batch_size="
-                f"{self.batch_size}; lower data.batch_size or use more data"
-            )
-        common = dict(collate_fn=self.collate_fn, num_workers=self.num_workers,
-                      persistent_workers=self.num_workers > 0)
-        if self.bucket:
-            lengths = [len(ex["input_ids"]) for ex in self.train_set]
-            sampler = BucketBatchSampler(lengths, self.batch_size, drop_last=True, seed=self.seed)
-            return DataLoader(self.train_set, batch_sampler=sampler, **common)
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True,
-                          generator=torch.Generator().manual_seed(self.seed), **common)
-
-    def val_dataloader(self) -> DataLoader:
-        return self.eval_dataloader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self.eval_dataloader("test")
-
-    def eval_dataloader(self, split: str) -> DataLoader:
-        """Every example of `split` ("train", "val" or "test") in order: no shuffling, no dropped batch."""
-        if split not in ("train", "val", "test"):
-            raise ValueError(f"unknown split {split!r}; valid: train, val, test")
-        self.setup()
-        return DataLoader(getattr(self, f"{split}_set"), batch_size=self.batch_size, shuffle=False,
-                          collate_fn=self.collate_fn, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
 
     def _tokenize(self) -> list[dict]:
         style = self.prompt_style
@@ -168,21 +108,16 @@ class InstructDataModule(L.LightningDataModule):
 
 def read_entries(file: Path) -> list[dict]:
     """Entries of a JSON list or JSON Lines file, validated; a missing `input` becomes ""."""
-    raw = file.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise InstructDataError(f"{file}, line {line}: not valid UTF-8 ({err.reason}); re-save it as UTF-8") from None
+    text = read_utf8(file)
     if not text.strip():
-        raise InstructDataError(f"{file} is empty; expected a JSON list of entries or one JSON object per line")
+        raise DataError(f"{file} is empty; expected a JSON list of entries or one JSON object per line")
 
     records: list[tuple[object, int | None]] = []  # (entry, line in a JSONL file)
     if text.lstrip().startswith("["):
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
-            raise InstructDataError(f"{file}, line {err.lineno} column {err.colno}: not valid JSON ({err.msg})") from None
+            raise DataError(f"{file}, line {err.lineno} column {err.colno}: not valid JSON ({err.msg})") from None
         records = [(entry, None) for entry in data]
     else:
         for number, line in enumerate(text.split("\n"), start=1):
@@ -191,27 +126,27 @@ def read_entries(file: Path) -> list[dict]:
             try:
                 records.append((json.loads(line), number))
             except json.JSONDecodeError as err:
-                raise InstructDataError(
+                raise DataError(
                     f"{file}, line {number}: not valid JSON ({err.msg}); expected a JSON list of entries "
                     f"or JSON Lines (one entry object per line)"
                 ) from None
     if not records:
-        raise InstructDataError(f"{file} holds no entries")
+        raise DataError(f"{file} holds no entries")
     return [_check_entry(file, i, entry, line) for i, (entry, line) in enumerate(records)]
 
 
 def _check_entry(file: Path, index: int, entry, line: int | None) -> dict:
     where = f"{file}, entry {index} (counting from 0{f', line {line}' if line else ''})"
     if not isinstance(entry, dict):
-        raise InstructDataError(f"{where}: expected an object with 'instruction', 'input', 'output', "
-                                f"got {type(entry).__name__}")
+        raise DataError(f"{where}: expected an object with 'instruction', 'input', 'output', "
+                        f"got {type(entry).__name__}")
     for key in ("instruction", "output"):
         if key not in entry:
-            raise InstructDataError(f"{where}: missing {key!r}; each entry needs 'instruction' and 'output'")
+            raise DataError(f"{where}: missing {key!r}; each entry needs 'instruction' and 'output'")
     for key in ("instruction", "input", "output"):
         if key in entry and not isinstance(entry[key], str):
-            raise InstructDataError(f"{where}: {key!r} must be a string, got {type(entry[key]).__name__}")
+            raise DataError(f"{where}: {key!r} must be a string, got {type(entry[key]).__name__}")
     for key in ("instruction", "output"):
         if not entry[key].strip():
-            raise InstructDataError(f"{where}: empty {key!r}; fill it in or remove the entry")
+            raise DataError(f"{where}: empty {key!r}; fill it in or remove the entry")
     return {**entry, "input": entry.get("input", "")}

@@ -4,6 +4,8 @@ Add a style by subclassing `PromptStyle` and registering it in `STYLES`.
 """
 from __future__ import annotations
 
+from gptft.errors import GptftError
+
 
 class PromptStyle:
     name = "base"
@@ -85,4 +87,4 @@ def get_prompt_style(name: str | PromptStyle) -> PromptStyle:
     try:
         return STYLES[name]()
     except KeyError:
-        raise ValueError(f"unknown prompt style {name!r}; valid names: {', '.join(sorted(STYLES))}") from None
+        raise GptftError(f"unknown prompt style {name!r}; valid names: {', '.join(sorted(STYLES))}") from None

@@ -54,7 +54,7 @@ def generate(
         raise ValueError(
             f"prompt has {len(prompt_ids)} tokens but the context holds {limit}; shorten it"
         )
-    was_training = model.training
+    modes = {m: m.training for m in model.modules()}  # restored one by one: tasks keep frozen parts in eval
     model.eval()
     ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)
     caches = model.new_kv_caches() if use_cache else None
@@ -77,5 +77,6 @@ def generate(
                 ids = torch.cat([ids, nxt.view(1, 1)], dim=1)
                 step_input = ids
     finally:
-        model.train(was_training)
+        for m, training in modes.items():
+            m.training = training  # not m.train(): that recurses into children
     return out

@@ -93,6 +93,11 @@ class HFTokenizer:
     def decode(self, ids: list[int]) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=False)
 
+    def spec(self) -> dict:
+        """What a checkpoint stores to rebuild this tokenizer with no download (a few MB of JSON)."""
+        return {"kind": "hf", "name": self.name, "json": self._tok.to_str(), "eos_token": self.eos_token,
+                "bos_token": self.bos_token, "chat_template": self.chat_template}
+
     def save(self, folder: str | Path) -> Path:
         """Write `tokenizer.json` + `tokenizer_config.json` (the HF layout `from_folder` reads)."""
         folder = Path(folder)
@@ -173,6 +178,13 @@ class HFTokenizer:
             eos = tok.id_to_token(eos_id) if eos_id is not None else "<|endoftext|>"
         return cls(tok, name=f"hf-bpe:{folder.name}", eos_token=eos, bos_token=bos,
                    chat_template=conf.get("chat_template"))
+
+
+def tokenizer_from_spec(spec: Mapping) -> HFTokenizer:
+    from tokenizers import Tokenizer
+
+    return HFTokenizer(Tokenizer.from_str(spec["json"]), name=spec["name"], eos_token=spec["eos_token"],
+                       bos_token=spec.get("bos_token"), chat_template=spec.get("chat_template"))
 
 
 def _read_json(path: Path) -> dict:

@@ -9,57 +9,51 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
-from .base import FinetuneTask
+from ..errors import GptftError
+from .base import FinetuneTask, split_prefix
 from .finetune import replace_head
 
 POOLINGS = ("last_token", "last")
+SPLITS = ("train", "val", "test")
 
 
 def pool(h: torch.Tensor, lengths: torch.Tensor, pooling: str) -> torch.Tensor:
     """One vector per row: the last real token (default), or position -1 as the book does."""
     if pooling == "last_token":
         return h[torch.arange(h.shape[0], device=h.device), lengths - 1]
-    if pooling == "last":
-        return h[:, -1]
-    raise ValueError(f"unknown pooling={pooling!r}; choose one of {', '.join(POOLINGS)}")
+    return h[:, -1]
 
 
-def _metrics(num_classes: int) -> MetricCollection:
-    # binary: F1 of the positive (second) class, e.g. spam; otherwise macro F1
-    f1 = MulticlassF1Score(num_classes, average="none" if num_classes == 2 else "macro")
-    return MetricCollection({"acc": MulticlassAccuracy(num_classes, average="micro"), "f1": f1})
-
-
-SPLITS = ("train", "val", "test")
+def confusion_markdown(cm: list[list[int]], names: Sequence[str]) -> str:
+    """Rows: true label; columns: predicted."""
+    lines = ["| true \\ predicted | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    lines += [f"| {n} | " + " | ".join(str(v) for v in row) + " |" for n, row in zip(names, cm)]
+    return "\n".join(lines)
 
 
 class ClassifierTask(FinetuneTask):
     task_name = "spam"
 
-    def __init__(
-        self,
-        backbone: nn.Module,
-        *,
-        label_names: Sequence[str],
-        pooling: str = "last_token",
-        meta: Mapping,
-        finetune: Mapping,
-        optimizer: Mapping,
-    ):
-        super().__init__(backbone, meta={**meta, "label_names": list(label_names), "pooling": pooling},
-                         finetune=finetune, optimizer=optimizer)
+    def __init__(self, backbone: nn.Module, *, label_names: Sequence[str], pooling: str = "last_token",
+                 positive_index: int | None = None, meta: Mapping, finetune: Mapping, optimizer: Mapping):
         if pooling not in POOLINGS:
-            raise ValueError(f"unknown pooling={pooling!r}; choose one of {', '.join(POOLINGS)}")
+            raise GptftError(f"unknown pooling={pooling!r}; choose one of {', '.join(POOLINGS)}")
+        n = len(label_names)
+        # binary: F1 of the positive class (spam, or data.positive_label); otherwise macro F1
+        self.positive_index = (1 if positive_index is None else positive_index) if n == 2 else None
+        super().__init__(backbone, meta={**meta, "label_names": list(label_names), "pooling": pooling,
+                                         "positive_index": self.positive_index},
+                         finetune=finetune, optimizer=optimizer)
         self.pooling = pooling
         self.label_names = list(label_names)
-        n = len(label_names)
         replace_head(backbone, nn.Linear(backbone.config.n_embd, n))
         self.freeze_body()
+        f1 = lambda: MulticlassF1Score(n, average="none" if n == 2 else "macro")
         # ModuleDict keys cannot be "train" (a Module method), hence the suffix
-        self.metrics = nn.ModuleDict({f"{s}_": _metrics(n) for s in SPLITS})
+        self.metrics = nn.ModuleDict({f"{s}_": MetricCollection({"acc": MulticlassAccuracy(n, average="micro"),
+                                                                 "f1": f1()}) for s in SPLITS})
         self.confusion = nn.ModuleDict({f"{s}_": MulticlassConfusionMatrix(n) for s in SPLITS})
         self.losses = nn.ModuleDict({f"{s}_": MeanMetric() for s in SPLITS})
-        self.final: dict[str, dict] = {}
 
     def cache_blocker(self) -> str | None:
         if self.pooling == "last":
@@ -71,16 +65,16 @@ class ClassifierTask(FinetuneTask):
         h = self.hidden_states(batch)
         return self.backbone.head(pool(h, batch["lengths"], self.pooling))
 
-    def _step(self, batch, split: str, prefix: str):
+    def _step(self, batch, split: str, log_name: str):
         logits = self(batch)
         loss = F.cross_entropy(logits.float(), batch["labels"])
         preds = logits.argmax(-1)
-        self.metrics[split + '_'].update(preds, batch["labels"])
-        self.confusion[split + '_'].update(preds, batch["labels"])
-        self.losses[split + '_'].update(loss.detach(), weight=len(preds))
-        on_step = split == "train" and prefix == split
-        self.log(f"{prefix}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=on_step,
-                 batch_size=len(preds), add_dataloader_idx=False)
+        key = split + "_"
+        self.metrics[key].update(preds, batch["labels"])
+        self.confusion[key].update(preds, batch["labels"])
+        self.losses[key].update(loss.detach(), weight=len(preds))
+        if log_name == "train":
+            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(preds))
         return loss
 
     def training_step(self, batch, batch_idx):
@@ -91,41 +85,33 @@ class ClassifierTask(FinetuneTask):
 
     def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
         split = self.test_splits[dataloader_idx]
-        self._step(batch, split, "final_" + split if split != "test" else "test")
+        self._step(batch, split, split_prefix(split))
 
-    # test runs over every split given to it; `test_splits` names them in order
-    test_splits: Sequence[str] = ("test",)
-
-    def _epoch_end(self, splits: Sequence[str], prefix_of) -> None:
-        for split in splits:
-            vals = self.metrics[split + '_'].compute()
-            cm = self.confusion[split + '_'].compute()
-            if not int(cm.sum()):
-                continue
-            prefix = prefix_of(split)
-            for name, v in vals.items():
-                v = v[-1] if v.ndim else v  # binary F1: the positive class
-                self.log(f"{prefix}/{name}", v, prog_bar=prefix == "val", add_dataloader_idx=False)
-            self.final[split] = {
-                "acc": float(vals["acc"]),
-                "f1": float(vals["f1"][-1] if vals["f1"].ndim else vals["f1"]),
-                "confusion": cm.tolist(),
-                "loss": float(self.losses[split + '_'].compute()),
-                "n": int(cm.sum()),
-            }
-            self.losses[split + '_'].reset()
-            self.metrics[split + '_'].reset()
-            self.confusion[split + '_'].reset()
+    def _close(self, split: str, prefix: str) -> None:
+        """Log and keep the split's epoch metrics, then reset them."""
+        key = split + "_"
+        cm = self.confusion[key].compute()
+        if int(cm.sum()):
+            vals = self.metrics[key].compute()
+            f1 = vals["f1"][self.positive_index] if vals["f1"].ndim else vals["f1"]
+            result = {"acc": float(vals["acc"]), "f1": float(f1), "loss": float(self.losses[key].compute()),
+                      "confusion": cm.tolist(), "n": int(cm.sum())}
+            for name in ("acc", "f1") if prefix == "train" else ("acc", "f1", "loss"):  # train/loss: from the steps
+                self.log(f"{prefix}/{name}", result[name], prog_bar=prefix == "val" and name == "acc",
+                         add_dataloader_idx=False)
+            if prefix != "train":
+                self.text_to_tensorboard(f"{prefix}/confusion", confusion_markdown(result["confusion"], self.label_names))
+            self.final[split] = result
+        for metrics in (self.metrics, self.confusion, self.losses):
+            metrics[key].reset()
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
-        self._epoch_end(["train"], lambda s: s)
+        self._close("train", "train")
 
     def on_validation_epoch_end(self) -> None:
-        self._epoch_end(["val"], lambda s: s)
-
-    def on_test_epoch_start(self) -> None:
-        self.final = {}
+        self._close("val", "val")
 
     def on_test_epoch_end(self) -> None:
-        self._epoch_end(self.test_splits, lambda s: "test" if s == "test" else "final_" + s)
+        for split in self.test_splits:
+            self._close(split, split_prefix(split))

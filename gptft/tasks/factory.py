@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ..errors import GptftError
 from .classifier import ClassifierTask
 from .instruct import InstructTask
 
@@ -25,11 +26,16 @@ def _backbone_meta(backbone, tokenizer) -> dict:
 
 
 def make_task(cfg: DictConfig, backbone, tokenizer, dm):
+    data_cfg = _plain(cfg.data)
+    if data_cfg.get("path"):  # evaluate may run from another folder
+        data_cfg["path"] = str(Path(data_cfg["path"]).expanduser().resolve())
     meta = {**_backbone_meta(backbone, tokenizer), "model": _plain(cfg.model), "finetune_cfg": _plain(cfg.finetune),
-            "data_cfg": _plain(cfg.data)}
+            "data_cfg": data_cfg}
     common = dict(meta=meta, finetune=_plain(cfg.finetune), optimizer=_plain(cfg.optimizer))
     if cfg.task.name == "spam":
-        return ClassifierTask(backbone, label_names=dm.label_names, pooling=cfg.pooling, **common)
+        meta["pad_width"] = dm.pad_width  # classify must pad as training did (matters for pooling=last)
+        return ClassifierTask(backbone, label_names=dm.label_names, pooling=cfg.pooling,
+                              positive_index=dm.positive_index, **common)
     if cfg.task.name == "instruct":
         samples = [(dm.format_prompt(e), dm.encode_prompt(e)) for e in dm.val_entries[: int(cfg.task.sample_prompts)]]
         meta["prompt_style"] = dm.prompt_style.name
@@ -37,7 +43,7 @@ def make_task(cfg: DictConfig, backbone, tokenizer, dm):
             backbone, targets_only=bool(cfg.task.targets_only), sample_prompts=samples,
             eot_id=tokenizer.eot_id, decode=tokenizer.decode, **common,
         )
-    raise ValueError(f"unknown task.name={cfg.task.name!r}")
+    raise GptftError(f"unknown task.name={cfg.task.name!r}")
 
 
 def load_checkpoint(path: str | Path, expect_task: str | None = None):
@@ -47,16 +53,16 @@ def load_checkpoint(path: str | Path, expect_task: str | None = None):
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; pass ckpt=PATH to a best.ckpt or last.ckpt")
+        raise GptftError(f"checkpoint {path} does not exist; pass ckpt=PATH to a best.ckpt or last.ckpt")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({err.__class__.__name__}: {err})") from err
+        raise GptftError(f"{path} is not a readable PyTorch checkpoint ({err.__class__.__name__}: {err})") from err
     meta = ckpt.get("gptft") if isinstance(ckpt, dict) else None
     if not meta:
-        raise ValueError(f"{path} is not a gptft checkpoint (no 'gptft' metadata); train one with python -m gptft.train")
+        raise GptftError(f"{path} is not a gptft checkpoint (no 'gptft' metadata); train one with python -m gptft.train")
     if expect_task and meta["task"] != expect_task:
-        raise ValueError(
+        raise GptftError(
             f"{path} is a {meta['task']!r} checkpoint, but this command needs a {expect_task!r} one "
             f"(train it with python -m gptft.train task={expect_task})"
         )
@@ -64,7 +70,8 @@ def load_checkpoint(path: str | Path, expect_task: str | None = None):
     backbone = backbone_from_meta(meta)
     common = dict(meta=meta, finetune={**meta["finetune_cfg"], "cache_prefix": False}, optimizer={})
     if meta["task"] == "spam":
-        task = ClassifierTask(backbone, label_names=meta["label_names"], pooling=meta["pooling"], **common)
+        task = ClassifierTask(backbone, label_names=meta["label_names"], pooling=meta["pooling"],
+                              positive_index=meta.get("positive_index"), **common)
     else:
         task = InstructTask(backbone, eot_id=tokenizer.eot_id, decode=tokenizer.decode, **common)
     task.load_state_dict(ckpt["state_dict"])

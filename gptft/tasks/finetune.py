@@ -71,7 +71,8 @@ class PrefixCache:
     batch it was first seen in (causal attention: real tokens never see right padding).
     """
 
-    def __init__(self, boundary: int, dtype: torch.dtype, max_bytes: int):
+    def __init__(self, boundary: int, dtype: torch.dtype | None, max_bytes: int):
+        # dtype None keeps what the prefix produced (fp32 under autocast): identical to no cache
         self.boundary = boundary
         self.dtype = dtype
         self.max_bytes = max_bytes
@@ -81,6 +82,10 @@ class PrefixCache:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    @property
+    def stored_dtype(self) -> str | None:
+        return str(next(iter(self.rows.values())).dtype) if self.rows else None
 
     @torch.no_grad()
     def _compute(self, backbone, input_ids: torch.Tensor) -> torch.Tensor:
@@ -96,11 +101,13 @@ class PrefixCache:
             sub_len = lengths[missing]
             out = self._compute(backbone, sub[:, : int(sub_len.max())])
             for j, i in enumerate(missing):
-                row = out[j, : int(sub_len[j])].to(self.dtype)
+                row = out[j, : int(sub_len[j])]
+                row = row if self.dtype is None else row.to(self.dtype)
                 fresh[keys[i]] = row
                 self._store(keys[i], row)
         rows = [fresh[k] if k in fresh else self.rows[k] for k in keys]
-        x = torch.zeros(len(rows), input_ids.shape[1], rows[0].shape[-1], dtype=self.dtype, device=input_ids.device)
+        dtype = backbone.embedding.weight.dtype  # hand the trainable blocks what they would get uncached
+        x = torch.zeros(len(rows), input_ids.shape[1], rows[0].shape[-1], dtype=dtype, device=input_ids.device)
         for i, row in enumerate(rows):
             x[i, : row.shape[0]] = row
         return x

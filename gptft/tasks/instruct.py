@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchmetrics import SumMetric
 
-from .base import FinetuneTask
+from .base import FinetuneTask, split_prefix
 from .finetune import replace_head
 
 IGNORE = -100
@@ -68,7 +68,6 @@ class InstructTask(FinetuneTask):
         self.decode = decode
         self.sample_tokens = sample_tokens
         self.sums = nn.ModuleDict({f"{s}_{k}": SumMetric() for s in ("train", "val", "test") for k in ("loss", "n")})
-        self.final: dict[str, float] = {}
 
     def _loss(self, batch):
         h = self.hidden_states(batch)
@@ -78,7 +77,8 @@ class InstructTask(FinetuneTask):
     def training_step(self, batch, batch_idx):
         total, n = self._loss(batch)
         loss = total / max(1, n)  # an all-masked batch gives 0, not NaN
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        # weighted by target tokens, so the epoch value compares with val/loss
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=max(1, n))
         return loss
 
     def _eval_step(self, batch, split: str):
@@ -89,13 +89,10 @@ class InstructTask(FinetuneTask):
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch, "val")
 
-    # test runs over every split given to it; `test_splits` names them in order
-    test_splits: Sequence[str] = ("test",)
-
     def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
         self._eval_step(batch, self.test_splits[dataloader_idx])
 
-    def _epoch_end(self, split: str, prefix: str | None = None) -> None:
+    def _close(self, split: str, prefix: str) -> None:
         total, n = self.sums[f"{split}_loss"].compute(), self.sums[f"{split}_n"].compute()
         self.sums[f"{split}_loss"].reset()
         self.sums[f"{split}_n"].reset()
@@ -103,32 +100,27 @@ class InstructTask(FinetuneTask):
             return
         loss = float(total) / float(n)
         ppl = math.exp(min(loss, 50.0))
-        prefix = prefix or split
         self.log(f"{prefix}/loss", loss, prog_bar=prefix == "val")
         self.log(f"{prefix}/ppl", ppl)
         self.final[split] = {"loss": loss, "ppl": ppl, "tokens": int(n)}
 
     def on_validation_epoch_end(self) -> None:
-        self._epoch_end("val")
+        self._close("val", "val")
         if not self.trainer.sanity_checking:
             self._log_samples()
 
-    def on_test_epoch_start(self) -> None:
-        self.final = {}
-
     def on_test_epoch_end(self) -> None:
         for split in self.test_splits:
-            self._epoch_end(split, split if split == "test" else "final_" + split)
+            self._close(split, split_prefix(split))
 
     def _log_samples(self) -> None:
         """Responses to a few fixed validation prompts, as TensorBoard text."""
         from ..models.generation import generate
 
-        exp = getattr(self.logger, "experiment", None)
-        if not self.sample_prompts or exp is None or not hasattr(exp, "add_text") or self.decode is None:
+        if not self.sample_prompts or self.decode is None:
             return
         lines = []
         for prompt, ids in self.sample_prompts:
             out = generate(self.backbone, ids, self.sample_tokens, eos_id=self.eot_id)
             lines.append(f"**prompt**\n\n```\n{prompt}\n```\n\n**response**\n\n```\n{self.decode(out)}\n```")
-        exp.add_text("val/samples", "\n\n---\n\n".join(lines), self.global_step)
+        self.text_to_tensorboard("val/samples", "\n\n---\n\n".join(lines))

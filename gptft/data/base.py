@@ -1,0 +1,111 @@
+"""What the data modules share: setting checks, the data file, a setup that runs once, and the loaders."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from gptft.data.collate import BucketBatchSampler
+from gptft.data.download import ensure_file
+from gptft.errors import GptftError
+
+SPLITS = ("train", "val", "test")
+
+
+class DataError(GptftError):
+    """Bad input data or a bad data setting; the message names the file, the place and the fix."""
+
+
+class MissingDataFile(DataError, FileNotFoundError):
+    """data.path names no file (still a FileNotFoundError for callers that catch that)."""
+
+
+def read_utf8(file: Path) -> str:
+    raw = file.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")  # -sig: drop the byte-order mark Excel writes
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DataError(f"{file}, line {line}: not valid UTF-8 ({err.reason}); re-save the file as UTF-8") from None
+
+
+class TextDataModule(L.LightningDataModule):
+    """Base of the data modules: subclasses set `default_file` (download spec for path=None) and
+    `collate_fn`, and implement `_load()` to fill train_set / val_set / test_set and `report`."""
+
+    default_file: dict
+
+    def __init__(self, tokenizer, path: str | None, batch_size: int, num_workers: int, seed: int,
+                 max_length: int | None, bucket: bool):
+        super().__init__()
+        if max_length is not None and not (isinstance(max_length, int) and max_length > 0):
+            raise DataError(f"data.max_length must be null or a positive int, got {max_length!r}")
+        if batch_size < 1:
+            raise DataError(f"data.batch_size must be >= 1, got {batch_size}")
+        self.tokenizer = tokenizer
+        self.path = path
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.max_length = max_length
+        self.bucket = bucket
+        self.report: dict = {}
+        self._ready = False
+
+    def _load(self) -> None:
+        raise NotImplementedError
+
+    def bucket_lengths(self) -> list[int]:
+        """What the bucketing sampler sorts train examples by: their length in a batch."""
+        return [len(ex["input_ids"]) for ex in self.train_set]
+
+    def data_file(self) -> Path:
+        """data.path, or the default file (downloaded if missing)."""
+        if self.path is None:
+            return ensure_file(**self.default_file)
+        file = Path(self.path).expanduser()
+        if not file.is_file():
+            raise MissingDataFile(f"data.path={self.path}: no such file ({file.resolve()})")
+        return file
+
+    # ---- Lightning hooks
+    def prepare_data(self) -> None:
+        if self.path is None:
+            ensure_file(**self.default_file)
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self._ready:  # Lightning calls setup once per stage; the splits must not change
+            self._load()
+            self._ready = True
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        if len(self.train_set) < self.batch_size:  # drop_last would leave an empty epoch
+            raise DataError(
+                f"the train split has {len(self.train_set)} examples, fewer than data.batch_size="
+                f"{self.batch_size}; lower data.batch_size or use more data"
+            )
+        if self.bucket:
+            sampler = BucketBatchSampler(self.bucket_lengths(), self.batch_size, drop_last=True, seed=self.seed)
+            return self._loader(self.train_set, batch_sampler=sampler)
+        return self._loader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True,
+                            generator=torch.Generator().manual_seed(self.seed))
+
+    def val_dataloader(self) -> DataLoader:
+        return self.eval_dataloader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.eval_dataloader("test")
+
+    def eval_dataloader(self, split: str) -> DataLoader:
+        """Every example of `split` ("train", "val" or "test") in order: no shuffling, no dropped batch."""
+        if split not in SPLITS:
+            raise DataError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+        self.setup()
+        return self._loader(getattr(self, f"{split}_set"), batch_size=self.batch_size, shuffle=False)
+
+    def _loader(self, dataset: list[dict], **kwargs) -> DataLoader:
+        return DataLoader(dataset, collate_fn=self.collate_fn, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, **kwargs)

@@ -1,0 +1,124 @@
+"""Reading labelled texts: rows (label, text, line) from a headerless SMS-style file or a CSV/TSV,
+and checking the labels. Every bad row is a DataError naming the file, the line and the fix."""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Sequence
+
+from gptft.data.base import DataError, read_utf8
+
+SEPARATORS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
+
+Rows = list[tuple[str, str, int]]  # (label, text, first line of the row)
+
+
+def read_rows(file: Path, sep: str | None = None, text_column: str | None = None,
+              label_column: str | None = None) -> Rows:
+    """A table (by `sep`, else by the file's ending) or, for any other file, `label<TAB>text` lines."""
+    sep = sep if sep is not None else SEPARATORS.get(file.suffix.lower())
+    if sep is None:
+        if text_column is not None or label_column is not None:
+            raise DataError(
+                f"{file}: data.text_column/label_column need a table with a header row; "
+                f"name the file .csv or .tsv, or set data.sep"
+            )
+        return read_label_tab_text(file)
+    return read_table(file, sep, text_column or "text", label_column or "label")
+
+
+def read_label_tab_text(file: Path) -> Rows:
+    """Rows of a headerless `label<TAB>text` file, with quoting off:
+    quote characters are ordinary text (pandas' default quoting merges SMS lines)."""
+    lines = read_utf8(file).split("\n")  # only \n ends a line; a stray \r stays in the text
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise DataError(f"{file} is empty; expected one 'label<TAB>text' per line")
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        line = line[:-1] if line.endswith("\r") else line
+        label, tab, text = line.partition("\t")
+        if not tab:
+            raise DataError(
+                f"{file}, line {number}: no tab; expected 'label<TAB>text' (the SMS Spam Collection layout). "
+                f"Fix the line, or give a .csv/.tsv file with a header row"
+            )
+        rows.append(_row(file, number, label.strip(), text))
+    return rows
+
+
+def read_table(file: Path, sep: str, text_column: str, label_column: str) -> Rows:
+    """Rows of a CSV/TSV with a header row. Tab-separated files are read with quoting off
+    (quotes in messages are text); others with standard CSV quoting."""
+    quoting = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
+    rows = []
+    prev = 0  # last physical line read; a failing record starts at prev + 1
+    try:
+        with io.StringIO(read_utf8(file), newline="") as f:
+            reader = csv.reader(f, delimiter=sep, quoting=quoting, strict=True)
+            header = next(reader, None)
+            if not header:
+                raise DataError(f"{file} is empty; expected a header row naming columns "
+                                f"{text_column!r} and {label_column!r}")
+            header = [h.strip() for h in header]
+            for role, column in (("text", text_column), ("label", label_column)):
+                if column not in header:
+                    raise DataError(
+                        f"{file}, line 1: no column {column!r} in the header {header}; "
+                        f"set data.{role}_column=NAME to the column holding the {role}s"
+                    )
+            t, lab = header.index(text_column), header.index(label_column)
+            prev = reader.line_num
+            for row in reader:
+                line, prev = prev + 1, reader.line_num  # first physical line of this record
+                if not row:
+                    continue
+                if len(row) != len(header):
+                    raise DataError(f"{file}, line {line}: {len(row)} fields, but the header has {len(header)}; "
+                                    f"fix the line (quote fields that contain {sep!r})")
+                rows.append(_row(file, line, row[lab].strip(), row[t]))
+    except csv.Error as err:
+        raise DataError(f"{file}, line {prev + 1}: cannot parse ({err}); check the quoting of this line") from None
+    if not rows:
+        raise DataError(f"{file}: a header but no rows")
+    return rows
+
+
+def _row(file: Path, line: int, label: str, text: str) -> tuple[str, str, int]:
+    if not label:
+        raise DataError(f"{file}, line {line}: empty label; fix or remove the line")
+    if not text.strip():
+        raise DataError(f"{file}, line {line}: empty text; fix or remove the line")
+    return label, text, line
+
+
+def resolve_labels(file: Path, rows: Rows, given: Sequence[str] | None,
+                   positive_label: str | None) -> tuple[list[str], int | None]:
+    """Class names (the given ones in their order, else the sorted labels found) and the index
+    of the positive class for binary metrics: the given one, else the second name ("spam")."""
+    found = sorted({label for label, _, _ in rows})
+    if given is None:
+        names = found
+    else:
+        names = list(given)
+        if len(set(names)) != len(names):
+            raise DataError(f"data.label_names has repeated names: {names}")
+        for label, _, line in rows:
+            if label not in names:
+                raise DataError(
+                    f"{file}, line {line}: label {label!r} is not one of data.label_names {names}; "
+                    f"fix the line or add the label to data.label_names"
+                )
+        missing = [name for name in names if name not in found]
+        if missing:
+            raise DataError(f"{file}: no row has label {missing} from data.label_names; "
+                            f"remove it from data.label_names")
+    if len(names) < 2:
+        raise DataError(f"{file}: every row has the label {names[0]!r}; a classifier needs at least 2 classes")
+    if positive_label is None:
+        return names, 1 if len(names) == 2 else None
+    if str(positive_label) not in names:
+        raise DataError(f"data.positive_label={positive_label!r} is not one of the labels {names}")
+    return names, names.index(str(positive_label))
