@@ -52,7 +52,8 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, callbacks: tuple = ()) -> dict:
     monitor, mode = cfg.task.monitor, cfg.task.monitor_mode
     ckpt = ModelCheckpoint(
         dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
-        save_top_k=1, save_last=True, auto_insert_metric_name=False,
+        # "link": when best.ckpt was just written, last.ckpt links to it instead of a second full copy
+        save_top_k=1, save_last="link", auto_insert_metric_name=False,
     )
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
     trainer = L.Trainer(
@@ -123,6 +124,7 @@ def train(cfg: DictConfig) -> float | None:
 def main(cfg: DictConfig) -> float | None:
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")  # frozen prefix
     return train(cfg)
 
 

@@ -76,8 +76,10 @@ class FinetuneTask(L.LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
+        # fused: one kernel over all tensors instead of a loop (a third of a cached spam step on a CPU)
+        fused = bool(self.optim.get("fused", True)) and all(p.dtype.is_floating_point for p in params)
         return torch.optim.AdamW(params, lr=float(self.optim.get("lr", 5e-5)),
-                                 weight_decay=float(self.optim.get("weight_decay", 0.1)))
+                                 weight_decay=float(self.optim.get("weight_decay", 0.1)), fused=fused)
 
     def on_train_epoch_end(self) -> None:
         if self.prefix_cache is not None and self.current_epoch == 0:
