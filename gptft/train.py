@@ -95,15 +95,15 @@ def summary(metrics: dict, run_dir: Path) -> str:
              f"peak memory {metrics['peak_rss_mib'] / 1024:.2f} GiB, precision {metrics['precision']}"]
     splits = metrics["splits"]
     cols = [k for k in ("acc", "f1", "loss", "ppl") if any(k in d for d in splits.values())]
-    lines.append("  split  " + "".join(f"{c:>10}" for c in cols))
+    lines.append("  split  " + "".join(f"{c:>12}" for c in cols))
     for s, d in splits.items():
-        lines.append(f"  {s:<6} " + "".join(f"{d[c]:>10.4f}" if c in d else f"{'':>10}" for c in cols))
+        lines.append(f"  {s:<6} " + "".join(f"{d[c]:>12.4f}" if c in d else f"{'':>12}" for c in cols))
     if metrics.get("label_names") and "test" in splits:
         names = metrics["label_names"]
         lines.append("  test confusion (rows: true, columns: predicted)")
-        lines.append("  " + " " * 12 + "".join(f"{n[:10]:>10}" for n in names))
+        lines.append("  " + " " * 12 + "".join(f"{n[:10]:>12}" for n in names))
         for n, row in zip(names, splits["test"]["confusion"]):
-            lines.append(f"  {n[:10]:>10}  " + "".join(f"{v:>10}" for v in row))
+            lines.append(f"  {n[:10]:>10}  " + "".join(f"{v:>12}" for v in row))
     lines.append(f"  run folder:  {run_dir}")
     lines.append(f"  best ckpt:   {metrics['best_ckpt']}")
     lines.append(f"  TensorBoard: tensorboard --logdir {run_dir / 'tensorboard'}")
