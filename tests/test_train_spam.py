@@ -135,3 +135,12 @@ def test_resume_refuses_a_checkpoint_of_another_task_or_shape(spam_run, tmp_path
     with pytest.raises(ValueError, match="backbone differs from model=gpt2"):
         fit_and_test(compose_cfg(tmp_path, "task=spam", *QUICK, "model=gpt2", "model.pretrained=false",
                                  f"ckpt_path={last}"), tmp_path / "b")
+
+
+def test_prefix_cache_stays_within_its_memory_bound(tmp_path):
+    # 0.0002 GiB holds a few hundred of the 1,194 gpt2-tiny rows; the rest are recomputed, losses unchanged
+    cached, m_cached = _losses(tmp_path, True, "task=spam", "finetune.cache_max_gb=0.0002")
+    plain, _ = _losses(tmp_path, False, "task=spam")
+    cache = m_cached["prefix_cache"]
+    assert 0 < cache["examples"] < 1045 and cache["mib"] <= 0.0002 * 1024
+    assert torch.allclose(torch.tensor(cached), torch.tensor(plain), atol=1e-5, rtol=0)

@@ -1,22 +1,14 @@
-"""GPT-2 backbone: config, blocks and the interface every task relies on.
-
-Interface shared with other backbones (see `llama.py`):
-  blocks, final_norm, head          modules the fine-tuning code freezes or trains
-                                    (head must be a direct child; tasks swap it with `replace_head`)
-  embed(idx, pos_offset)            token ids -> input hidden states
-  run_blocks(x, start, stop, ...)   a slice of the block stack
-  forward(idx, kv_caches, pos_offset) -> logits
-  new_kv_caches()                   one empty cache per block, for `generation.generate`
-"""
+"""GPT-2: config and blocks, with the Hugging Face parameter names; the task interface is in `backbone.py`."""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .backbone import Backbone
 from .kv_cache import KVCache, causal_attention
 
 
@@ -31,8 +23,6 @@ class GPTConfig:
     bias: bool = True
     layer_norm_eps: float = 1e-5
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # Shapes of the published OpenAI checkpoints; gpt2-tiny is ours, for tests.
@@ -92,7 +82,7 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
-class GPT(nn.Module):
+class GPT(Backbone):
     """GPT-2 with the Hugging Face parameter names (minus the `transformer.` quirks of Conv1D)."""
 
     arch = "gpt2"
@@ -133,28 +123,12 @@ class GPT(nn.Module):
         return self.transformer.ln_f
 
     @property
-    def head(self) -> nn.Module:
-        return self.lm_head
-
-    def __setattr__(self, name: str, value) -> None:
-        # nn.Module.__setattr__ would register a new child "head" beside lm_head, silently unused
-        super().__setattr__("lm_head" if name == "head" else name, value)
-
-    @property
     def embedding(self) -> nn.Embedding:
         return self.transformer.wte
 
-    @property
-    def context_length(self) -> int:
-        return self.config.context_length
-
     def embed(self, idx: torch.Tensor, pos_offset: int = 0) -> torch.Tensor:
         t = idx.shape[1]
-        if pos_offset + t > self.config.context_length:
-            raise ValueError(
-                f"sequence of {pos_offset + t} tokens exceeds the context length "
-                f"{self.config.context_length}; truncate the input"
-            )
+        self.check_length(pos_offset, t)
         pos = torch.arange(pos_offset, pos_offset + t, device=idx.device)
         return self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
 
@@ -170,15 +144,6 @@ class GPT(nn.Module):
         for i in range(start, stop):
             x = self.blocks[i](x, None if kv_caches is None else kv_caches[i])
         return x
-
-    def new_kv_caches(self) -> list[KVCache]:
-        return [KVCache() for _ in self.blocks]
-
-    def forward(
-        self, idx: torch.Tensor, kv_caches: list[KVCache] | None = None, pos_offset: int = 0
-    ) -> torch.Tensor:
-        x = self.run_blocks(self.embed(idx, pos_offset), kv_caches=kv_caches, pos_offset=pos_offset)
-        return self.head(self.final_norm(x))
 
 
 def gpt2_config(name: str, **overrides) -> GPTConfig:

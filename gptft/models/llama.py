@@ -5,12 +5,13 @@ names follow Hugging Face's `LlamaForCausalLM`, so safetensors checkpoints load 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .backbone import Backbone
 from .kv_cache import KVCache, causal_attention
 
 
@@ -28,8 +29,6 @@ class LlamaConfig:
     tie_embeddings: bool = True
     dropout: float = 0.0
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # Published SmolLM2 shapes (the -Instruct variants share them), for random init.
@@ -142,7 +141,7 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(self.post_attention_layernorm(x)))
 
 
-class Llama(nn.Module):
+class Llama(Backbone):
     arch = "llama"
 
     def __init__(self, cfg: LlamaConfig):
@@ -178,33 +177,12 @@ class Llama(nn.Module):
         return self.model.norm
 
     @property
-    def head(self) -> nn.Module:
-        return self.lm_head
-
-    @head.setter
-    def head(self, module: nn.Module) -> None:
-        self.lm_head = module
-
-    def __setattr__(self, name: str, value) -> None:
-        # nn.Module.__setattr__ would register a new child "head" and never call the setter
-        super().__setattr__("lm_head" if name == "head" else name, value)
-
-    @property
     def embedding(self) -> nn.Embedding:
         return self.model.embed_tokens
 
-    @property
-    def context_length(self) -> int:
-        return self.config.context_length
-
     def embed(self, idx: torch.Tensor, pos_offset: int = 0) -> torch.Tensor:
         """Token embeddings only: positions enter each attention layer through RoPE."""
-        t = idx.shape[1]
-        if pos_offset + t > self.config.context_length:
-            raise ValueError(
-                f"sequence of {pos_offset + t} tokens exceeds the context length "
-                f"{self.config.context_length}; truncate the input"
-            )
+        self.check_length(pos_offset, idx.shape[1])
         return self.drop(self.model.embed_tokens(idx))
 
     def run_blocks(
@@ -220,15 +198,6 @@ class Llama(nn.Module):
         for i in range(start, stop):
             x = self.blocks[i](x, cos, sin, None if kv_caches is None else kv_caches[i])
         return x
-
-    def new_kv_caches(self) -> list[KVCache]:
-        return [KVCache() for _ in self.blocks]
-
-    def forward(
-        self, idx: torch.Tensor, kv_caches: list[KVCache] | None = None, pos_offset: int = 0
-    ) -> torch.Tensor:
-        x = self.run_blocks(self.embed(idx, pos_offset), kv_caches=kv_caches, pos_offset=pos_offset)
-        return self.head(self.final_norm(x))
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())  # tied weights count once

@@ -1,0 +1,43 @@
+"""What every backbone offers the tasks, written once.
+
+A backbone provides `blocks`, `final_norm` and `embedding`, its LM head as the direct child
+`lm_head`, and:
+  embed(idx, pos_offset)                        token ids -> input hidden states
+  run_blocks(x, start, stop, kv_caches, pos_offset)   a slice of the block stack
+This base adds `head` (swapped by the tasks with `replace_head`), `context_length`,
+`new_kv_caches()` for `generation.generate`, and `forward(idx, kv_caches, pos_offset) -> logits`.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .kv_cache import KVCache
+
+
+class Backbone(nn.Module):
+    arch = "base"
+
+    @property
+    def head(self) -> nn.Module:
+        return self.lm_head
+
+    def __setattr__(self, name: str, value) -> None:
+        # nn.Module.__setattr__ would register a new child "head" beside lm_head, silently unused
+        super().__setattr__("lm_head" if name == "head" else name, value)
+
+    @property
+    def context_length(self) -> int:
+        return self.config.context_length
+
+    def check_length(self, pos_offset: int, t: int) -> None:
+        if pos_offset + t > self.context_length:
+            raise ValueError(f"sequence of {pos_offset + t} tokens exceeds the context length "
+                             f"{self.context_length}; truncate the input")
+
+    def new_kv_caches(self) -> list[KVCache]:
+        return [KVCache() for _ in self.blocks]
+
+    def forward(self, idx: torch.Tensor, kv_caches: list[KVCache] | None = None, pos_offset: int = 0) -> torch.Tensor:
+        x = self.run_blocks(self.embed(idx, pos_offset), kv_caches=kv_caches, pos_offset=pos_offset)
+        return self.head(self.final_norm(x))
