@@ -11,11 +11,11 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
+from .checkpoint_callback import BestAndLastCheckpoint
 from .errors import GptftError, friendly_errors
 from .models.build import build_backbone
 from .tasks.factory import make_task
@@ -50,11 +50,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, callbacks: tuple = ()) -> dict:
     task = make_task(cfg, backbone, tokenizer, dm)
 
     monitor, mode = cfg.task.monitor, cfg.task.monitor_mode
-    ckpt = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
-        # "link": when best.ckpt was just written, last.ckpt links to it instead of a second full copy
-        save_top_k=1, save_last="link", auto_insert_metric_name=False,
-    )
+    ckpt = BestAndLastCheckpoint(run_dir / "checkpoints", monitor=monitor, mode=mode)
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
     trainer = L.Trainer(
         **resolve_trainer_kwargs(cfg.trainer), callbacks=[ckpt, *callbacks], logger=logger, default_root_dir=str(run_dir)

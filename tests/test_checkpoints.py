@@ -1,0 +1,54 @@
+"""last.ckpt is the final state even when the last validation does not improve, and best.ckpt survives it."""
+import lightning as L
+import torch
+
+from gptft.train import fit_and_test
+from helpers import compose_cfg
+
+QUICK = ["task=spam", "model=gpt2-tiny", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+
+
+class FinalWeights(L.Callback):
+    def on_train_end(self, trainer, pl_module):
+        self.state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+        self.step = trainer.global_step
+
+
+def _load(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _differing(state, final):
+    return {k: v for k, v in state.items() if not torch.equal(v, final[k])}
+
+
+def test_last_is_written_when_validation_does_not_improve(tmp_path):
+    # lr=0: the second validation ties the first, so best.ckpt stays at step 5 while training reaches step 10
+    final = FinalWeights()
+    cfg = compose_cfg(tmp_path, *QUICK, "trainer.max_epochs=2", "trainer.limit_train_batches=5", "optimizer.lr=0",
+                      "task.test_ckpt=last")
+    metrics = fit_and_test(cfg, tmp_path, callbacks=(final,))
+    ckpts = tmp_path / "checkpoints"
+    assert not (ckpts / "last.ckpt").is_symlink()
+    assert _load(ckpts / "best.ckpt")["global_step"] == 5
+    assert _load(ckpts / "last.ckpt")["global_step"] == final.step == 10
+    assert metrics["scored_ckpt"].endswith("last.ckpt")
+
+
+def test_last_holds_the_steps_after_the_last_validation(tmp_path):
+    # the book's schedule: validate every 5 steps, stop at step 7; last.ckpt must be the step-7 model
+    final = FinalWeights()
+    cfg = compose_cfg(tmp_path, *QUICK, "trainer.max_epochs=1", "trainer.limit_train_batches=7",
+                      "trainer.val_check_interval=5", "optimizer.lr=1e-3")
+    fit_and_test(cfg, tmp_path, callbacks=(final,))
+    best, last = _load(tmp_path / "checkpoints" / "best.ckpt"), _load(tmp_path / "checkpoints" / "last.ckpt")
+    assert best["global_step"] == 5 and last["global_step"] == final.step == 7
+    assert not _differing(last["state_dict"], final.state)  # every tensor equals the final model's
+    assert _differing(best["state_dict"], final.state)      # best.ckpt still holds the older step-5 weights
+
+
+def test_last_links_to_best_when_best_is_the_newest_state(tmp_path):
+    cfg = compose_cfg(tmp_path, *QUICK, "trainer.max_epochs=1", "trainer.limit_train_batches=5")
+    fit_and_test(cfg, tmp_path)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert last.is_symlink() and last.resolve() == (tmp_path / "checkpoints" / "best.ckpt").resolve()
