@@ -15,13 +15,14 @@ import json
 import os
 import platform
 import random
-import resource
 import shlex
 import subprocess
 import sys
 import time
 import warnings
 from pathlib import Path
+
+from .memory import peak_rss_mib, reset_peak_rss
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 DECODE_TOKENS = 256
@@ -56,10 +57,6 @@ ROWS = {  # name: (kind, what it is, overrides beyond the model and QUIET)
 # ---------------------------------------------------------------------------------------------
 # child side: one row
 # ---------------------------------------------------------------------------------------------
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _compose(run_dir: Path, overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
@@ -148,6 +145,7 @@ def run_train_row(name: str, overrides: list[str], out: Path) -> dict:
         "train_s": meter.train_s,
         "val_s": meter.val_s,  # validation during fit, sanity check included
         "eval_s": marks["test_end"] - marks["test_start"],
+        "ckpt_s": m["checkpoint_write_s"],
         "steps": meter.steps,
         "epochs": int(cfg.trainer.max_epochs),
         "examples": meter.examples,
@@ -168,7 +166,7 @@ def run_train_row(name: str, overrides: list[str], out: Path) -> dict:
         "recipe": f"{cfg.trainer.max_epochs} epoch(s), batch {cfg.data.batch_size}, AdamW lr {cfg.optimizer.lr} "
                   f"wd {cfg.optimizer.weight_decay}, {cfg.finetune.mode} ({cfg.finetune.trainable_blocks} block), "
                   f"data {cfg.data.path or 'default'}",
-        "peak_rss_mib": _peak_rss_mib(),
+        "peak_rss_mib": peak_rss_mib(),
     }
 
 
@@ -189,16 +187,17 @@ def run_decode_row(use_cache: bool, model_overrides: list[str], out: Path) -> di
     ids = generate(model, prompt, DECODE_TOKENS, eos_id=None, use_cache=use_cache)  # eos_id=None: all 256
     secs = time.perf_counter() - t
     return {"decode_s": secs, "tokens": len(ids), "prompt_tokens": len(prompt), "tokens_per_s": len(ids) / secs,
-            "ids": ids, "peak_rss_mib": _peak_rss_mib()}
+            "ids": ids, "peak_rss_mib": peak_rss_mib()}
 
 
 def run_peak_row() -> dict:
     from .flops import matmul_peak
 
-    return {"peak_fp32": matmul_peak("fp32"), "peak_bf16": matmul_peak("bf16"), "peak_rss_mib": _peak_rss_mib()}
+    return {"peak_fp32": matmul_peak("fp32"), "peak_bf16": matmul_peak("bf16"), "peak_rss_mib": peak_rss_mib()}
 
 
 def child(name: str, out: Path) -> None:
+    reset_peak_rss()
     plan = json.loads((out / "plan.json").read_text())
     kind = ROWS[name][0]
     if kind == "peak":
@@ -213,11 +212,11 @@ def child(name: str, out: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 # parent side: plan, run the children, tabulate
 # ---------------------------------------------------------------------------------------------
-def quick_data(out: Path, seed: int) -> dict:
-    """Subset files for --quick, and the book's pad width on the full spam data."""
+def quick_data(out: Path, seed: int, model_overrides: list[str]) -> dict:
+    """Subset files for --quick, and the book's pad width on the full spam data (in the model's tokens)."""
     from .data.download import INSTRUCTIONS, SMS_SPAM, ensure_file
     from .data.spam import SpamDataModule
-    from .models.tokenizer import gpt2_tokenizer
+    from .models.build import build_backbone
 
     data = out / "data"
     data.mkdir(parents=True, exist_ok=True)
@@ -236,7 +235,8 @@ def quick_data(out: Path, seed: int) -> dict:
     instruct_file.write_text(json.dumps(entries[:QUICK_INSTRUCT_ENTRIES]), encoding="utf-8")
 
     # the book pads to the longest message of the full training split; keep that width on the subset
-    full = SpamDataModule(gpt2_tokenizer(), seed=seed)
+    _, tokenizer = build_backbone(_compose(out, model_overrides).model)
+    full = SpamDataModule(tokenizer, seed=seed)
     full.setup()
     return {"spam": str(spam_file), "instruct": str(instruct_file), "book_pad_to": full.report["longest_train"]}
 
@@ -247,7 +247,7 @@ def make_plan(args, out: Path) -> dict:
     common = model + QUIET + ([f"trainer.max_epochs={epochs}"] if epochs else [])
     plan = {"model": args.model, "model_overrides": model, "overrides": {}, "quick": None, "epochs": epochs}
     if args.quick:
-        q = quick_data(out, seed=123)
+        q = quick_data(out, seed=123, model_overrides=model)
         plan["quick"] = q
     for name, (kind, _, extra) in ROWS.items():
         if kind != "train":
@@ -290,6 +290,10 @@ def machine() -> dict:
             "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
+def _minus(a, b):
+    return a - b if a is not None and b is not None else None
+
+
 def _ratio(a, b):
     return a / b if a and b else None
 
@@ -311,7 +315,8 @@ def tabulate(res: dict, plan: dict) -> tuple[list[dict], list[str]]:
             p = r.get("peak_flops") or peak.get(f"peak_{r['dtype']}")
             quality = (f"test acc {r['test_acc']:.4f}" if r["test_acc"] is not None
                        else f"test loss {r['test_loss']:.3f}" if r["test_loss"] is not None else "")
-            row.update(wall_s=r["wall_s"], train_s=r["train_s"], val_s=r["val_s"], eval_s=r["eval_s"], examples_per_s=r["examples_per_s"],
+            row.update(wall_s=r["wall_s"], train_s=r["train_s"], val_s=r["val_s"], eval_s=r["eval_s"], ckpt_s=r.get("ckpt_s"),
+                       examples_per_s=r["examples_per_s"],
                        tokens_per_s=r["tokens_per_s"], quality=quality, peak_rss_mib=r["peak_rss_mib"],
                        gflops=r["flops_per_s"] / 1e9, pct_peak=100 * r["flops_per_s"] / p if p else None,
                        dtype=r["dtype"])
@@ -323,6 +328,8 @@ def tabulate(res: dict, plan: dict) -> tuple[list[dict], list[str]]:
     by = {r["row"]: r for r in rows}
     get = lambda name, key: by.get(name, {}).get(key)  # noqa: E731
     spam = _ratio(get("spam-book", "wall_s"), get("spam-fast", "wall_s"))
+    spam_io = _ratio(_minus(get("spam-book", "wall_s"), get("spam-book", "ckpt_s")),
+                     _minus(get("spam-fast", "wall_s"), get("spam-fast", "ckpt_s")))
     spam_ex = _ratio(get("spam-fast", "examples_per_s"), get("spam-book", "examples_per_s"))
     inst = _ratio(get("instruct-fast", "tokens_per_s"), get("instruct-book", "tokens_per_s"))
     inst_same = _ratio(get("instruct-fast", "tokens_per_s"), get("instruct-same", "tokens_per_s"))
@@ -352,6 +359,8 @@ def tabulate(res: dict, plan: dict) -> tuple[list[dict], list[str]]:
     if a and b:
         same = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
         notes.append(f"- decoding with and without the cache agree on the first {same} of {len(a)} tokens")
+    if spam_io:
+        notes.append(f"- spam without the checkpoint writes on either side (the book saves none): {spam_io:.1f}x")
     if inst_same:
         notes.append(f"- instruction training with the default's trainable set in the book's fp32 way: {inst_same:.1f}x")
     for book, fast in (("spam-book", "spam-fast"), ("instruct-same", "instruct-fast")):
@@ -365,8 +374,8 @@ def tabulate(res: dict, plan: dict) -> tuple[list[dict], list[str]]:
         "(spam) or test (instruct); decode rows: the decoding alone. train s: the training steps alone; "
         "examples/s and tokens/s (real tokens, without padding) divide by it. val s: validation during "
         "training (sanity check included). eval s: the final evaluation (of the checkpoint the recipe scores: "
-        "best, or last for book-ch06). The rest of wall s is mostly writing checkpoints (the whole model, "
-        "frozen body included).",
+        "best, or last for book-ch06). ckpt s: writing checkpoints (the whole model, frozen body included; "
+        "best.ckpt on each improvement, last.ckpt in full when the newest state is not the best), part of wall s.",
         "- All rows use random weights (model.pretrained=false): timings only, accuracies are not meaningful. "
         "Each row runs in its own process; peak RSS is that process's.",
         "- instruct-book is the book's ch07 recipe (every layer trains) on the benchmark's model, as "
@@ -392,9 +401,9 @@ def tabulate(res: dict, plan: dict) -> tuple[list[dict], list[str]]:
     return rows, notes
 
 
-COLUMNS = ["row", "wall_s", "train_s", "val_s", "eval_s", "examples_per_s", "tokens_per_s", "quality", "peak_rss_mib",
+COLUMNS = ["row", "wall_s", "train_s", "val_s", "eval_s", "ckpt_s", "examples_per_s", "tokens_per_s", "quality", "peak_rss_mib",
            "gflops", "pct_peak", "dtype", "speedup", "setup", "error"]
-HEADS = {"row": "row", "wall_s": "wall s", "train_s": "train s", "val_s": "val s", "eval_s": "eval s", "examples_per_s": "examples/s",
+HEADS = {"row": "row", "wall_s": "wall s", "train_s": "train s", "val_s": "val s", "eval_s": "eval s", "ckpt_s": "ckpt s", "examples_per_s": "examples/s",
          "tokens_per_s": "tokens/s", "quality": "result", "peak_rss_mib": "peak RSS MiB", "gflops": "GFLOP/s",
          "pct_peak": "% peak", "dtype": "dtype", "speedup": "speedup", "setup": "setup", "error": "error"}
 

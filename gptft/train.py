@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import resource
 import time
 import warnings
 from pathlib import Path
@@ -17,15 +16,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from .checkpoint_callback import BestAndLastCheckpoint
 from .errors import GptftError, friendly_errors
+from .memory import peak_rss_mib, reset_peak_rss
 from .models.build import build_backbone
 from .tasks.factory import make_task
 from .runtime import resolve_trainer_kwargs
 
 log = logging.getLogger("gptft.train")
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def build_datamodule(data_cfg, tokenizer, context_length: int):
@@ -43,6 +39,7 @@ def build_datamodule(data_cfg, tokenizer, context_length: int):
 def fit_and_test(cfg: DictConfig, run_dir: Path, callbacks: tuple = ()) -> dict:
     """Train, then score every split with the best checkpoint; returns the metrics written to metrics.json."""
     start = time.perf_counter()
+    reset_peak_rss()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     backbone, tokenizer = build_backbone(cfg.model)
     dm = build_datamodule(cfg.data, tokenizer, backbone.context_length)
@@ -73,6 +70,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, callbacks: tuple = ()) -> dict:
         "last_ckpt": ckpt.last_model_path or None,
         "wall_time_s": round(time.perf_counter() - start, 1),
         "peak_rss_mib": round(peak_rss_mib(), 1),
+        "checkpoint_write_s": round(ckpt.write_s, 1),
         "precision": str(trainer.precision),
         "data": getattr(dm, "report", {}),
         "prefix_cache": None if task.prefix_cache is None else {

@@ -52,3 +52,32 @@ def test_last_links_to_best_when_best_is_the_newest_state(tmp_path):
     fit_and_test(cfg, tmp_path)
     last = tmp_path / "checkpoints" / "last.ckpt"
     assert last.is_symlink() and last.resolve() == (tmp_path / "checkpoints" / "best.ckpt").resolve()
+
+
+class LastAtEpochStart(L.Callback):
+    """The global step last.ckpt holds when each epoch starts, i.e. after the previous validation."""
+
+    def __init__(self, path):
+        self.path, self.steps = path, {}
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if self.path.exists():
+            self.steps[trainer.current_epoch] = _load(self.path)["global_step"]
+
+
+def test_resume_into_a_new_folder_keeps_best_and_refreshes_last(tmp_path):
+    # lr=0 everywhere (the optimizer state, lr included, is resumed): every validation ties the first
+    first = tmp_path / "first"
+    fit_and_test(compose_cfg(first, *QUICK, "trainer.max_epochs=1", "trainer.limit_train_batches=5", "optimizer.lr=0"),
+                 first)
+    second = tmp_path / "second"
+    probe = LastAtEpochStart(second / "checkpoints" / "last.ckpt")
+    cfg = compose_cfg(second, *QUICK, "trainer.max_epochs=3", "trainer.limit_train_batches=5", "optimizer.lr=0",
+                      f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}")
+    metrics = fit_and_test(cfg, second, callbacks=(probe,))
+    # a tie is no improvement: the first run's best.ckpt stays the best, nothing worse replaces it
+    assert metrics["best_ckpt"] == str(first / "checkpoints" / "best.ckpt") and (first / "checkpoints" / "best.ckpt").is_file()
+    assert not (second / "checkpoints" / "best.ckpt").exists()
+    assert probe.steps == {2: 10}  # refreshed after the non-improving validation at step 10, not only at the end
+    assert _load(second / "checkpoints" / "last.ckpt")["global_step"] == 15
+    assert metrics["checkpoint_write_s"] > 0
