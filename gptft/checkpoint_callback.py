@@ -14,7 +14,8 @@ class BestAndLastCheckpoint(ModelCheckpoint):
     does not improve, last.ckpt silently holds an earlier state, and so do `task.test_ckpt=last` and
     resuming. Here last.ckpt links to best.ckpt only when best.ckpt holds this very step; otherwise it
     is written in full, also at the end of training when the last steps came after the last validation.
-    `write_s` sums the time spent writing checkpoints.
+    `write_s` sums the time spent writing checkpoints. It overrides private hooks of Lightning 2.x's
+    ModelCheckpoint; tests/test_checkpoints.py pins the behaviour, so a Lightning change fails CI.
     """
 
     def __init__(self, dirpath, monitor: str, mode: str):
