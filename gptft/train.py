@@ -70,7 +70,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, callbacks: tuple = ()) -> dict:
         "last_ckpt": ckpt.last_model_path or None,
         "wall_time_s": round(time.perf_counter() - start, 1),
         "peak_rss_mib": round(peak_rss_mib(), 1),
-        "checkpoint_write_s": round(ckpt.write_s, 1),
+        "checkpoint_write_s": round(ckpt.write_s, 3),  # small models write in milliseconds
         "precision": str(trainer.precision),
         "data": getattr(dm, "report", {}),
         "prefix_cache": None if task.prefix_cache is None else {
