@@ -24,7 +24,6 @@ class GPTConfig:
     layer_norm_eps: float = 1e-5
 
 
-
 # Shapes of the published OpenAI checkpoints; gpt2-tiny is ours, for tests.
 SIZES = {
     "gpt2": dict(n_layer=12, n_head=12, n_embd=768),

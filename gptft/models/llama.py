@@ -30,7 +30,6 @@ class LlamaConfig:
     dropout: float = 0.0
 
 
-
 # Published SmolLM2 shapes (the -Instruct variants share them), for random init.
 SIZES = {
     "smollm2-135m": dict(n_layer=30, n_embd=576, n_head=9, n_kv_head=3, intermediate_size=1536),
