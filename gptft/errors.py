@@ -13,6 +13,14 @@ class GptftError(ValueError):
     """A check of gptft's that said no: bad input, a bad setting, a missing file. Shown without traceback."""
 
 
+class ConfigError(GptftError):
+    """A setting (a config key or a command argument) that cannot work; the message names the key."""
+
+
+class CheckpointError(GptftError):
+    """A checkpoint that is missing, unreadable, hostile or does not fit this run."""
+
+
 def raised_by_gptft(err: BaseException) -> bool:
     """True when the innermost frame is gptft's own code: a check that said no, not a crash."""
     tb = err.__traceback__
