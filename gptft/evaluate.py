@@ -12,7 +12,6 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import hydra
 import torch
 from tqdm import tqdm
 
@@ -21,7 +20,7 @@ from .data.prompts import get_prompt_style
 from .errors import GptftError
 from .judge import run_judge
 from .models.generation import generate
-from .tasks.factory import load_checkpoint
+from .tasks.factory import datamodule_from_meta, load_checkpoint
 from .tasks.instruct import target_loss
 from .text_metrics import exact_match, rouge_l
 
@@ -68,10 +67,9 @@ def write_json(path: Path, data) -> None:
 
 # ---- instruct ----------------------------------------------------------------------------------
 def data_module(meta: dict, tokenizer, context_length: int):
-    """The data module the checkpoint was trained with (same file, split and prompt style)."""
-    cfg = dict(meta["data_cfg"])
-    return hydra.utils.instantiate(cfg, tokenizer=tokenizer, max_length=cfg.get("max_length") or context_length,
-                                   _convert_="all")
+    """The data module the checkpoint was trained with (same file, split and prompt style), rebuilt from
+    gptft's allow-list and plain values: nothing in a checkpoint is instantiated as code."""
+    return datamodule_from_meta(meta, tokenizer, context_length)
 
 
 @torch.no_grad()

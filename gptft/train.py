@@ -1,23 +1,23 @@
 """`python -m gptft.train task=spam|instruct ...`: fine-tune, test on the best checkpoint, report."""
 from __future__ import annotations
 
+import copy
+import inspect
 import json
 import logging
-import os
 import time
 import warnings
 from pathlib import Path
 
 import hydra
 import lightning as L
-from lightning.pytorch.loggers import TensorBoardLogger
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
-from .checkpoint_callback import BestAndLastCheckpoint
-from .errors import GptftError, friendly_errors
+from .errors import ConfigError, friendly_errors
 from .memory import peak_rss_mib, reset_peak_rss
 from .models.build import build_backbone
+from .tasks.base import split_prefix
 from .tasks.factory import make_task
 from .runtime import resolve_trainer_kwargs
 
@@ -26,40 +26,66 @@ log = logging.getLogger("gptft.train")
 
 def build_datamodule(data_cfg, tokenizer, context_length: int):
     """The `data` config's module; its own errors surface as themselves, not as Hydra's wrapper."""
-    data_cfg = OmegaConf.create(data_cfg) if isinstance(data_cfg, dict) else data_cfg
-    max_length = data_cfg.get("max_length") or context_length
     try:
-        return hydra.utils.instantiate(data_cfg, tokenizer=tokenizer, max_length=max_length, _convert_="all")
+        return hydra.utils.instantiate(data_cfg, tokenizer=tokenizer, max_length=data_cfg.max_length or context_length,
+                                       _convert_="all")
     except InstantiationException as err:
         if err.__cause__ is not None:
             raise err.__cause__ from None
         raise
 
 
+def instantiate_all(group: DictConfig, kind: str) -> list:
+    """One object per `_target_` node of a callbacks/logger group, in order; null entries are skipped."""
+    out = []
+    for name, node in group.items():
+        if node is None:
+            continue
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            raise ConfigError(f"{kind}.{name} must be a node with a _target_ (or null to leave it out)")
+        out.append(hydra.utils.instantiate(node, _convert_="all"))
+    return out
+
+
+def log_run_summary(loggers, cfg: DictConfig, final: dict, step: int) -> None:
+    """Every logger gets the flat config and the final metrics once, at the end: TensorBoard's HPARAMS
+    tab then lists each run's settings beside its scores."""
+    params = OmegaConf.to_container(cfg, resolve=True)
+    for logger in loggers:
+        if "metrics" in inspect.signature(logger.log_hyperparams).parameters:
+            logger.log_hyperparams(params, metrics=final, step=step)
+        else:
+            logger.log_hyperparams(params)
+            logger.log_metrics(final, step=step)
+        logger.save()
+
+
 def fit_and_test(cfg: DictConfig, run_dir: Path, callbacks: tuple = ()) -> dict:
     """Train, then score every split with the best checkpoint; returns the metrics written to metrics.json."""
     start = time.perf_counter()
     reset_peak_rss()
+    cfg = copy.deepcopy(cfg)
+    cfg.run_dir = str(run_dir)  # the folder every callback and logger writes to
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     backbone, tokenizer = build_backbone(cfg.model)
     dm = build_datamodule(cfg.data, tokenizer, backbone.context_length)
     dm.setup("fit")
     task = make_task(cfg, backbone, tokenizer, dm)
+    if cfg.task.test_ckpt not in ("best", "last"):
+        raise ConfigError(f"task.test_ckpt={cfg.task.test_ckpt!r}: use best or last")
 
-    monitor, mode = cfg.task.monitor, cfg.task.monitor_mode
-    ckpt = BestAndLastCheckpoint(run_dir / "checkpoints", monitor=monitor, mode=mode)
-    logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
     trainer = L.Trainer(
-        **resolve_trainer_kwargs(cfg.trainer), callbacks=[ckpt, *callbacks], logger=logger, default_root_dir=str(run_dir)
+        **resolve_trainer_kwargs(cfg.trainer), callbacks=[*instantiate_all(cfg.callbacks, "callbacks"), *callbacks],
+        logger=instantiate_all(cfg.logger, "logger"), default_root_dir=str(run_dir),
     )
-    trainer.fit(task, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
-    best = ckpt.best_model_path or ckpt.last_model_path or None
-    which = cfg.task.get("test_ckpt", "best")
-    if which not in ("best", "last"):
-        raise GptftError(f"task.test_ckpt={which!r}: use best or last")
-    scored = best if which == "best" else (ckpt.last_model_path or None)
-    task.test_splits = tuple(cfg.task.final_splits)
+    trainer.fit(task, datamodule=dm, ckpt_path=cfg.ckpt_path)
+    ckpt = trainer.checkpoint_callback
+    last = (ckpt.last_model_path or None) if ckpt else None
+    best = (ckpt.best_model_path or last) if ckpt else None
+    scored = best if cfg.task.test_ckpt == "best" else last
     trainer.test(task, dataloaders=[dm.eval_dataloader(s) for s in task.test_splits], ckpt_path=scored, verbose=False)
+    log_run_summary(trainer.loggers, cfg, {f"{split_prefix(s)}/{k}": v for s, d in task.final.items()
+                                           for k, v in d.items() if not isinstance(v, list)}, trainer.global_step)
 
     metrics = {
         "task": cfg.task.name,
@@ -67,18 +93,16 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, callbacks: tuple = ()) -> dict:
         "splits": task.final,
         "best_ckpt": best,
         "scored_ckpt": scored,
-        "last_ckpt": ckpt.last_model_path or None,
+        "last_ckpt": last,
         "wall_time_s": round(time.perf_counter() - start, 1),
         "peak_rss_mib": round(peak_rss_mib(), 1),
-        "checkpoint_write_s": round(ckpt.write_s, 3),  # small models write in milliseconds
+        "checkpoint_write_s": round(getattr(ckpt, "write_s", 0.0), 3),  # small models write in milliseconds
         "precision": str(trainer.precision),
-        "data": getattr(dm, "report", {}),
-        "prefix_cache": None if task.prefix_cache is None else {
-            "examples": len(task.prefix_cache), "mib": round(task.prefix_cache.nbytes / 2**20, 2),
-            "dtype": task.prefix_cache.stored_dtype, "boundary_block": task.boundary},
+        "data": dm.report,
+        "prefix_cache": task.cache_stats(),
     }
-    if getattr(task, "label_names", None):
-        metrics["label_names"] = task.label_names
+    if task.task_data.label_names:
+        metrics["label_names"] = list(task.task_data.label_names)
     metrics["flat"] = {f"{s}/{k}": v for s, d in task.final.items() for k, v in d.items() if not isinstance(v, list)}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
@@ -106,11 +130,11 @@ def summary(metrics: dict, run_dir: Path) -> str:
 
 def train(cfg: DictConfig) -> float | None:
     """Run one job; return the value of `cfg.optimized_metric` (for sweepers)."""
-    run_dir = Path(cfg.get("run_dir") or os.getcwd())
+    run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics = fit_and_test(cfg, run_dir)
     print(summary(metrics, run_dir), flush=True)
-    return metrics["flat"].get(cfg.get("optimized_metric"))
+    return metrics["flat"].get(cfg.optimized_metric)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

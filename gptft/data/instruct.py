@@ -10,6 +10,7 @@ import numpy as np
 from gptft.data.base import DataError, TextDataModule, read_utf8
 from gptft.data.collate import InstructCollate
 from gptft.data.download import INSTRUCTIONS
+from gptft.data.handoff import TaskData
 from gptft.data.prompts import PromptStyle, get_prompt_style
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,12 @@ class InstructDataModule(TextDataModule):
     def encode_prompt(self, entry: dict) -> list[int]:
         """Token ids of `format_prompt(entry)`, as each training example begins."""
         return self.prompt_style.encode_prompt(self.tokenizer, entry)
+
+    def task_data(self, sample_prompts: int = 0) -> TaskData:
+        """The prompt style, and the first `sample_prompts` validation prompts to answer while training."""
+        self.setup()
+        samples = tuple((self.format_prompt(e), tuple(self.encode_prompt(e))) for e in self.val_entries[:sample_prompts])
+        return TaskData(prompt_style=self.prompt_style.name, sample_prompts=samples)
 
     def _load(self) -> None:
         self.file = file = self.data_file()

@@ -10,6 +10,7 @@ import numpy as np
 from gptft.data.base import DataError, TextDataModule
 from gptft.data.collate import ClassificationCollate
 from gptft.data.download import SMS_SPAM
+from gptft.data.handoff import TaskData
 from gptft.data.tables import read_rows, resolve_labels
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,12 @@ class SpamDataModule(TextDataModule):
     @property
     def num_classes(self) -> int:
         return len(self.label_names)
+
+    def task_data(self, sample_prompts: int = 0) -> TaskData:
+        """What the classifier head needs (sample prompts are an instruction task's)."""
+        self.setup()
+        return TaskData(label_names=tuple(self.label_names), positive_index=self.positive_index,
+                        pad_width=self.pad_width)
 
     def _load(self) -> None:
         """read -> balance -> split -> tokenize -> pad width, collate and report."""

@@ -1,13 +1,21 @@
-"""What both tasks share: freezing, the frozen-prefix cache, the optimizer, checkpoint metadata."""
+"""What every task shares: freezing, the frozen-prefix cache, the optimizer and schedule, checkpoint metadata.
+
+A task class is built with `cls(backbone, data=TaskData, tokenizer=..., name=..., finetune=..., meta=...,
+optimizer=..., scheduler=..., test_splits=..., **its own plain values)`: by the factory from the
+`task.module` config, or from a checkpoint's metadata. Its own values must be plain (str, numbers,
+bools, None, lists), so the checkpoint can store them as data.
+"""
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import lightning as L
 import torch
 
-from ..errors import GptftError
+from ..data.handoff import TaskData
+from ..errors import CheckpointError, ConfigError
 from .finetune import PrefixCache, configure_trainable, set_train_mode
 
 log = logging.getLogger(__name__)
@@ -15,7 +23,7 @@ log = logging.getLogger(__name__)
 CACHE_DTYPES = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 # a resumed checkpoint must agree with the run on these, or its weights mean something else
-_RESUME_KEYS = ("label_names", "pooling", "prompt_style", "positive_index")
+_RESUME_KEYS = ("task", "task_class", "label_names", "prompt_style", "positive_index")
 
 
 def split_prefix(split: str) -> str:
@@ -24,16 +32,25 @@ def split_prefix(split: str) -> str:
 
 
 class FinetuneTask(L.LightningModule):
-    task_name = "base"
-    # splits that `trainer.test` scores, in the order of its dataloaders
-    test_splits: Sequence[str] = ("test",)
+    # the task's own constructor values that a resumed checkpoint must share (e.g. the pooling rule)
+    resume_args: tuple[str, ...] = ()
 
-    def __init__(self, backbone: torch.nn.Module, *, meta: Mapping, finetune: Mapping, optimizer: Mapping):
+    def __init__(self, backbone: torch.nn.Module, *, data: TaskData, tokenizer, name: str, finetune: Mapping,
+                 meta: Mapping, optimizer: Callable | None = None, scheduler: Callable | None = None,
+                 test_splits: Sequence[str] = ("test",)):
+        """optimizer: params -> torch optimizer; scheduler: (optimizer[, total_steps=]) -> LR scheduler
+        stepped every optimizer step (both None when only predicting). test_splits: the splits
+        `trainer.test` scores, in the order of its dataloaders."""
         super().__init__()
         self.backbone = backbone
+        self.task_data = data
+        self.tokenizer = tokenizer
+        self.task_name = name
         self.finetune = dict(finetune)
-        self.optim = dict(optimizer)
-        self.meta = {**meta, "task": self.task_name}
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.test_splits = tuple(test_splits)
+        self.meta = dict(meta)
         self.prefix_cache: PrefixCache | None = None
         self.boundary = 0
         self.final: dict[str, dict] = {}
@@ -41,13 +58,13 @@ class FinetuneTask(L.LightningModule):
     def freeze_body(self) -> None:
         """Call once the head is in place: set requires_grad and decide on the prefix cache."""
         ft = self.finetune
-        self.boundary = configure_trainable(self.backbone, ft.get("mode", "last_blocks"), int(ft.get("trainable_blocks", 1)))
+        self.boundary = configure_trainable(self.backbone, ft["mode"], int(ft["trainable_blocks"]))
         set_train_mode(self.backbone, self.boundary, True)
-        dtype = str(ft.get("cache_dtype", "auto"))
+        dtype = str(ft["cache_dtype"])
         if dtype not in CACHE_DTYPES:
-            raise GptftError(f"finetune.cache_dtype={dtype!r} is not one of {', '.join(CACHE_DTYPES)}")
+            raise ConfigError(f"finetune.cache_dtype={dtype!r} is not one of {', '.join(CACHE_DTYPES)}")
         self._cache_dtype = CACHE_DTYPES[dtype]
-        self._cache_wanted = bool(ft.get("cache_prefix", True)) and self.boundary > 0
+        self._cache_wanted = bool(ft["cache_prefix"]) and self.boundary > 0
         reason = self.cache_blocker()
         if self._cache_wanted and reason:
             log.info("frozen-prefix cache off: %s", reason)
@@ -62,7 +79,7 @@ class FinetuneTask(L.LightningModule):
         """(B, T, d) after the final norm."""
         bb, ids = self.backbone, batch["input_ids"]
         if self._cache_wanted and self.prefix_cache is None:
-            max_gb = float(self.finetune.get("cache_max_gb", 4.0))
+            max_gb = float(self.finetune["cache_max_gb"])
             self.prefix_cache = PrefixCache(self.boundary, self._cache_dtype, int(max_gb * 2**30))
         if self.prefix_cache is not None:
             x = self.prefix_cache.hidden(bb, ids, batch["lengths"], batch["example_id"])
@@ -75,17 +92,27 @@ class FinetuneTask(L.LightningModule):
         set_train_mode(self.backbone, self.boundary, True)
 
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        # fused: one kernel over all tensors instead of a loop (a third of a cached spam step on a CPU)
-        fused = bool(self.optim.get("fused", True)) and all(p.dtype.is_floating_point for p in params)
-        return torch.optim.AdamW(params, lr=float(self.optim.get("lr", 5e-5)),
-                                 weight_decay=float(self.optim.get("weight_decay", 0.1)), fused=fused)
+        if self.optimizer_factory is None:
+            raise ConfigError("this task was built without an optimizer (rebuilt from a checkpoint for predictions); "
+                              "train with python -m gptft.train")
+        optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
+        if self.scheduler_factory is None:
+            return optimizer
+        kwargs = {}
+        if "total_steps" in inspect.signature(self.scheduler_factory).parameters:
+            kwargs["total_steps"] = self.trainer.estimated_stepping_batches
+        scheduler = self.scheduler_factory(optimizer, **kwargs)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def cache_stats(self) -> dict | None:
+        """The frozen-prefix cache's size (None: no cache), for metrics.json."""
+        return None if self.prefix_cache is None else {**self.prefix_cache.stats(), "boundary_block": self.boundary}
 
     def on_train_epoch_end(self) -> None:
         if self.prefix_cache is not None and self.current_epoch == 0:
-            c = self.prefix_cache
-            log.info("frozen-prefix cache: %d examples, %.1f MiB", len(c), c.nbytes / 2**20)
-            self.log("cache/size_mib", c.nbytes / 2**20)
+            stats = self.prefix_cache.stats()
+            log.info("frozen-prefix cache: %d examples, %.1f MiB", stats["examples"], stats["mib"])
+            self.log("cache/size_mib", stats["mib"])
 
     def on_test_epoch_start(self) -> None:
         self.final = {}
@@ -103,10 +130,10 @@ class FinetuneTask(L.LightningModule):
         """Refuse a checkpoint whose weights would mean something else in this run."""
         meta = checkpoint.get("gptft")
         if meta is None:
-            raise GptftError("the checkpoint has no gptft metadata; resume only from a gptft best.ckpt/last.ckpt")
+            raise CheckpointError("the checkpoint has no gptft metadata; resume only from a gptft best.ckpt/last.ckpt")
         if meta.get("task") != self.task_name:
-            raise GptftError(f"the checkpoint is from task={meta.get('task')}, this run is task={self.task_name}; "
-                             f"resume with the task it was trained on")
+            raise CheckpointError(f"the checkpoint is from task={meta.get('task')}, this run is task={self.task_name}; "
+                                  f"resume with the task it was trained on")
         problems = []
         shape = lambda m: {k: v for k, v in (m.get("backbone_config") or {}).items() if k != "dropout"}
         if shape(meta) != shape(self.meta):
@@ -119,8 +146,12 @@ class FinetuneTask(L.LightningModule):
         for key in _RESUME_KEYS:
             if meta.get(key) != self.meta.get(key):
                 problems.append(f"{key}: checkpoint {meta.get(key)!r}, this run {self.meta.get(key)!r}")
+        mine_args, theirs_args = self.meta.get("task_args") or {}, meta.get("task_args") or {}
+        for key in self.resume_args:
+            if mine_args.get(key) != theirs_args.get(key):
+                problems.append(f"{key}: checkpoint {theirs_args.get(key)!r}, this run {mine_args.get(key)!r}")
         if (meta.get("tokenizer") or {}).get("name") != (self.meta.get("tokenizer") or {}).get("name"):
             problems.append("the tokenizer differs")
         if problems:
-            raise GptftError("cannot resume from this checkpoint: " + "; ".join(problems) +
+            raise CheckpointError("cannot resume from this checkpoint: " + "; ".join(problems) +
                              ". Resume with the settings it was trained with, or start a new run.")

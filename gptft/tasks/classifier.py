@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
-from ..errors import GptftError
+from ..data.handoff import TaskData
+from ..errors import ConfigError
 from .base import FinetuneTask, split_prefix
 from .finetune import replace_head
 
@@ -32,20 +33,22 @@ def confusion_markdown(cm: list[list[int]], names: Sequence[str]) -> str:
 
 
 class ClassifierTask(FinetuneTask):
-    task_name = "spam"
+    """data: label_names (one output per class), positive_index, pad_width. pooling: which position's
+    state is classified (see `pool`)."""
 
-    def __init__(self, backbone: nn.Module, *, label_names: Sequence[str], pooling: str = "last_token",
-                 positive_index: int | None = None, meta: Mapping, finetune: Mapping, optimizer: Mapping):
+    resume_args = ("pooling",)
+
+    def __init__(self, backbone: nn.Module, *, data: TaskData, pooling: str, **common):
         if pooling not in POOLINGS:
-            raise GptftError(f"unknown pooling={pooling!r}; choose one of {', '.join(POOLINGS)}")
-        n = len(label_names)
+            raise ConfigError(f"unknown pooling={pooling!r}; choose one of {', '.join(POOLINGS)}")
+        if not data.label_names:
+            raise ConfigError("a classification task needs label names from its data module")
+        n = len(data.label_names)
+        super().__init__(backbone, data=data, **common)
         # binary: F1 of the positive class (spam, or data.positive_label); otherwise macro F1
-        self.positive_index = (1 if positive_index is None else positive_index) if n == 2 else None
-        super().__init__(backbone, meta={**meta, "label_names": list(label_names), "pooling": pooling,
-                                         "positive_index": self.positive_index},
-                         finetune=finetune, optimizer=optimizer)
+        self.positive_index = (1 if data.positive_index is None else data.positive_index) if n == 2 else None
         self.pooling = pooling
-        self.label_names = list(label_names)
+        self.label_names = list(data.label_names)
         replace_head(backbone, nn.Linear(backbone.config.n_embd, n))
         self.freeze_body()
         f1 = lambda: MulticlassF1Score(n, average="none" if n == 2 else "macro")

@@ -87,6 +87,11 @@ class PrefixCache:
     def stored_dtype(self) -> str | None:
         return str(next(iter(self.rows.values())).dtype) if self.rows else None
 
+    def stats(self) -> dict:
+        """How much the cache holds: examples, MiB, the dtype rows are kept in, whether it hit its limit."""
+        return {"examples": len(self.rows), "mib": round(self.nbytes / 2**20, 2), "dtype": self.stored_dtype,
+                "full": self.full}
+
     @torch.no_grad()
     def _compute(self, backbone, input_ids: torch.Tensor) -> torch.Tensor:
         return backbone.run_blocks(backbone.embed(input_ids), 0, self.boundary)

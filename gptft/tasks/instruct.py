@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -43,29 +42,16 @@ def target_loss(backbone: nn.Module, h: torch.Tensor, targets: torch.Tensor, tar
 
 
 class InstructTask(FinetuneTask):
-    task_name = "instruct"
+    """data: prompt_style, sample_prompts (answered in TensorBoard at every validation, up to
+    `sample_tokens` new tokens each). targets_only: run the LM head only where a target exists."""
 
-    def __init__(
-        self,
-        backbone: nn.Module,
-        *,
-        meta: Mapping,
-        finetune: Mapping,
-        optimizer: Mapping,
-        targets_only: bool = True,
-        sample_prompts: Sequence[tuple[str, list[int]]] = (),
-        eot_id: int | None = None,
-        decode=None,
-        sample_tokens: int = 64,
-    ):
-        super().__init__(backbone, meta=meta, finetune=finetune, optimizer=optimizer)
-        if self.finetune.get("mode", "last_blocks") != "full":
+    def __init__(self, backbone: nn.Module, *, targets_only: bool, sample_tokens: int, **common):
+        super().__init__(backbone, **common)
+        if self.finetune["mode"] != "full":
             untie_head(backbone)  # tied head would train the frozen embedding too
         self.freeze_body()
         self.targets_only = targets_only
-        self.sample_prompts = list(sample_prompts)
-        self.eot_id = eot_id
-        self.decode = decode
+        self.sample_prompts = list(self.task_data.sample_prompts)
         self.sample_tokens = sample_tokens
         self.sums = nn.ModuleDict({f"{s}_{k}": SumMetric() for s in ("train", "val", "test") for k in ("loss", "n")})
 
@@ -117,10 +103,10 @@ class InstructTask(FinetuneTask):
         """Responses to a few fixed validation prompts, as TensorBoard text."""
         from ..models.generation import generate
 
-        if not self.sample_prompts or self.decode is None:
+        if not self.sample_prompts:
             return
         lines = []
         for prompt, ids in self.sample_prompts:
-            out = generate(self.backbone, ids, self.sample_tokens, eos_id=self.eot_id)
-            lines.append(f"**prompt**\n\n```\n{prompt}\n```\n\n**response**\n\n```\n{self.decode(out)}\n```")
+            out = generate(self.backbone, list(ids), self.sample_tokens, eos_id=self.tokenizer.eot_id)
+            lines.append(f"**prompt**\n\n```\n{prompt}\n```\n\n**response**\n\n```\n{self.tokenizer.decode(out)}\n```")
         self.text_to_tensorboard("val/samples", "\n\n---\n\n".join(lines))
