@@ -43,7 +43,14 @@ def instantiate_all(group: DictConfig, kind: str) -> list:
             continue
         if not isinstance(node, DictConfig) or "_target_" not in node:
             raise ConfigError(f"{kind}.{name} must be a node with a _target_ (or null to leave it out)")
-        out.append(hydra.utils.instantiate(node, _convert_="all"))
+        try:
+            out.append(hydra.utils.instantiate(node, _convert_="all"))
+        except InstantiationException as err:
+            cause = err.__cause__
+            if isinstance(cause, ImportError) or "Error locating target" in str(err):
+                raise ConfigError(f"{kind}.{name}: cannot import {node._target_} ({cause or err}); install what it "
+                                  f"needs (logger=mlflow: pip install -e '.[mlflow]') or fix the name") from None
+            raise
     return out
 
 

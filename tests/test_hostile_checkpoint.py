@@ -3,6 +3,7 @@ keys a class does not take) is refused with one line and exit 2, and nothing it 
 The checkpoints are real gptft checkpoints (gpt2-tiny, the real SMS file) with their metadata edited."""
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -29,7 +30,7 @@ def real_ckpt(tmp_path_factory, shared_data):
 
 
 def _hostile(real_ckpt, folder, edit):
-    ckpt = {**real_ckpt, "gptft": {**real_ckpt["gptft"], "data_args": dict(real_ckpt["gptft"]["data_args"])}}
+    ckpt = {**real_ckpt, "gptft": copy.deepcopy(real_ckpt["gptft"])}
     edit(ckpt["gptft"])
     path = folder / "hostile.ckpt"
     torch.save(ckpt, path)

@@ -33,7 +33,8 @@ class Probe(L.Callback):
 def cosine_run(tmp_path_factory, shared_data):
     run = tmp_path_factory.mktemp("cosine")
     cfg = compose_cfg(run, *QUICK, "scheduler=cosine", "scheduler.warmup_steps=3", "logger=many",
-                      "trainer.max_epochs=2", "trainer.limit_train_batches=5", "optimizer.lr=1e-3")
+                      "trainer.max_epochs=2", "trainer.limit_train_batches=5", "optimizer.lr=1e-3",
+                      "trainer.log_every_n_steps=1")
     return run, fit_and_test(cfg, run)
 
 
@@ -116,15 +117,15 @@ def test_callbacks_and_loggers_can_be_left_out(tmp_path, shared_data):
     assert not (tmp_path / "tensorboard").exists()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("mlflow") is None,
-                    reason="mlflow is not installed (optional extra: pip install -e '.[mlflow]')")
-def test_mlflow_local_file_store(tmp_path, shared_data):
+@pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("mlflow", "sqlalchemy", "alembic")),
+                    reason="mlflow (with its SQLite store) is not installed: optional extra, pip install -e '.[mlflow]'")
+def test_mlflow_local_store(tmp_path, shared_data):
     from mlflow.tracking import MlflowClient
 
     run = tmp_path / "run"
     metrics = fit_and_test(compose_cfg(run, *QUICK, "logger=[csv,mlflow]", "trainer.max_epochs=1",
                                        "trainer.limit_train_batches=2"), run)
-    client = MlflowClient(f"file:{tmp_path / 'mlruns'}")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     (experiment,) = [e for e in client.search_experiments() if e.name == "gptft-spam"]
     (logged,) = client.search_runs([experiment.experiment_id])
     assert logged.data.params["optimizer/_target_"] == "torch.optim.AdamW"
