@@ -185,5 +185,6 @@ def test_a_logger_that_cannot_be_imported_is_one_config_error(tmp_path):
     from gptft.train import instantiate_all
 
     cfg = _compose("+logger.mine._target_=no_such_package.Logger")
-    with pytest.raises(ConfigError, match=r"logger.mine: cannot import no_such_package.Logger .*install what it needs"):
+    with pytest.raises(ConfigError, match=r"logger.mine: cannot import no_such_package.Logger .*install what it needs") as err:
         instantiate_all(cfg.logger, "logger")
+    assert "\n" not in str(err.value)
