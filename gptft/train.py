@@ -1,7 +1,6 @@
 """`python -m gptft.train task=spam|instruct ...`: fine-tune, test on the best checkpoint, report."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -14,7 +13,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
+from .atomic import write_json
 from .checkpoint_callback import BestAndLastCheckpoint
+from .checkpoint_io import AtomicCheckpointIO
 from .errors import GptftError, friendly_errors
 from .memory import peak_rss_mib, reset_peak_rss
 from .models.build import build_backbone
@@ -50,7 +51,8 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, callbacks: tuple = ()) -> dict:
     ckpt = BestAndLastCheckpoint(run_dir / "checkpoints", monitor=monitor, mode=mode)
     logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
     trainer = L.Trainer(
-        **resolve_trainer_kwargs(cfg.trainer), callbacks=[ckpt, *callbacks], logger=logger, default_root_dir=str(run_dir)
+        **resolve_trainer_kwargs(cfg.trainer), callbacks=[ckpt, *callbacks], logger=logger, default_root_dir=str(run_dir),
+        plugins=[AtomicCheckpointIO()], enable_checkpointing=False,  # ckpt writes them; no second ModelCheckpoint
     )
     trainer.fit(task, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
     best = ckpt.best_model_path or ckpt.last_model_path or None
@@ -80,7 +82,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, callbacks: tuple = ()) -> dict:
     if getattr(task, "label_names", None):
         metrics["label_names"] = task.label_names
     metrics["flat"] = {f"{s}/{k}": v for s, d in task.final.items() for k, v in d.items() if not isinstance(v, list)}
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json(run_dir / "metrics.json", metrics)
     return metrics
 
 
