@@ -104,10 +104,13 @@ def human_bytes(n: float) -> str:
 
 
 def _no_space_message(path: Path, err: OSError, size_hint: int | None) -> str:
-    free = shutil.disk_usage(path.parent).free
     need = f"needs about {human_bytes(size_hint)}, " if size_hint else ""
-    return (f"cannot write {path}: {os.strerror(err.errno)} ({need}{human_bytes(free)} free there); "
-            f"the previous file is unchanged; free some space and run again")
+    if err.errno == errno.EFBIG:
+        why, fix = f"{need}more than the file size limit (ulimit -f) allows", "raise the limit"
+    else:
+        why, fix = f"{need}{human_bytes(shutil.disk_usage(path.parent).free)} free there", "free some space"
+    return (f"cannot write {path}: {os.strerror(err.errno)} ({why}); the previous file is unchanged; "
+            f"{fix} and run again")
 
 
 def _put_in_place(path: Path, make_temp: Callable[[Path], None], size_hint: int | None) -> Path:
@@ -131,13 +134,36 @@ def _put_in_place(path: Path, make_temp: Callable[[Path], None], size_hint: int 
     return path
 
 
+class _KeepsWriteError:
+    """A file whose first failed write is kept: torch.save reports a full disk as a zip position error."""
+
+    def __init__(self, f: IO[bytes]):
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
 def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None], size_hint: int | None = None) -> Path:
     """Call `write(f)` on a binary temp file beside `path`, then put it in place with one rename.
     `size_hint` (bytes) is only for the message when the disk is full."""
 
     def make_temp(tmp: Path) -> None:
         with open(tmp, "xb") as f:
-            write(f)
+            out = _KeepsWriteError(f)
+            try:
+                write(out)
+            except Exception:
+                if out.error is not None:  # the real cause, which a writer may have turned into its own error
+                    raise out.error from None
+                raise
             f.flush()
             os.fsync(f.fileno())
 
