@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
 from .atomic import link_atomic
+from .checkpoint_io import AtomicCheckpointIO
 from .errors import CheckpointError, ConfigError
 
 
@@ -44,6 +45,7 @@ class BestAndLastCheckpoint(L.Callback):
         self._epoch = 0          # the epoch being trained and the batches it has finished
         self._batches_done = 0
         self._resume_rng: dict | None = None
+        self._resumed_state = False  # the checkpoint resumed from had this callback's state
 
     # ---- decisions
     def _score(self, trainer) -> float:
@@ -86,9 +88,12 @@ class BestAndLastCheckpoint(L.Callback):
     # ---- Lightning hooks
     def setup(self, trainer, pl_module, stage: str) -> None:
         self._trainer = trainer
+        if not isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO):  # a lost plugin must not go unseen
+            raise ConfigError("BestAndLastCheckpoint writes atomically only with "
+                              "L.Trainer(plugins=[gptft.checkpoint_io.AtomicCheckpointIO()])")
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        if not trainer.ckpt_path:
+        if not (trainer.ckpt_path and self._resumed_state):
             return
         start = getattr(trainer.datamodule, "start_train_at", None)
         if start is None:
@@ -135,6 +140,8 @@ class BestAndLastCheckpoint(L.Callback):
                 "next_epoch": epoch, "next_batch": done, "rng": rng_state()}
 
     def load_state_dict(self, state_dict: dict) -> None:
+        if self._trainer is not None and self._trainer.state.fn != TrainerFn.FITTING:
+            return  # testing a checkpoint: this run's best and last stay as they are
         # a run resumed into a new folder keeps the earlier best (its best.ckpt stays in the earlier folder),
         # so a worse first validation does not become best.ckpt
         self.best_model_path = state_dict.get("best_model_path") or ""
@@ -143,6 +150,7 @@ class BestAndLastCheckpoint(L.Callback):
         self._epoch = state_dict.get("next_epoch", 0)
         self._batches_done = state_dict.get("next_batch", 0)
         self._resume_rng = state_dict.get("rng")
+        self._resumed_state = True
 
 
 def rng_state() -> dict:

@@ -261,3 +261,24 @@ def test_results_files_are_replaced_atomically(tmp_path):
     with pytest.raises(RuntimeError):
         write_atomic(target, fails_midway)
     assert target.read_text() == '{\n  "acc": 0.75\n}\n' and not _temps(tmp_path)
+
+
+def test_the_checkpoint_callback_refuses_a_trainer_without_atomic_writes(tmp_path):
+    from gptft.checkpoint_callback import BestAndLastCheckpoint
+    from gptft.errors import ConfigError
+
+    class Fits(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def training_step(self, batch, batch_idx):
+            return (self.w - batch.float()).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    ckpt = BestAndLastCheckpoint(tmp_path, monitor="val/loss", mode="min")
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, callbacks=[ckpt], max_steps=1)
+    with pytest.raises(ConfigError, match="AtomicCheckpointIO"):
+        trainer.fit(Fits(), train_dataloaders=torch.utils.data.DataLoader(list(range(4))))
