@@ -1,64 +1,169 @@
-"""best.ckpt by the monitored metric, and a last.ckpt that really is the newest state."""
+"""best.ckpt by the monitored metric, a last.ckpt that really is the newest state, and exact resume."""
 from __future__ import annotations
 
-import os
+import math
+import random
 import time
 import warnings
+from pathlib import Path
 
-from lightning.pytorch.callbacks import ModelCheckpoint
+import lightning as L
+import torch
+from lightning.pytorch.trainer.states import TrainerFn
+
+from .atomic import link_atomic
+from .checkpoint_io import AtomicCheckpointIO
+from .errors import CheckpointError, ConfigError
 
 
-class BestAndLastCheckpoint(ModelCheckpoint):
-    """Lightning's ModelCheckpoint with save_top_k=1 refreshes last.ckpt only when best.ckpt was just
-    written (save_last=True), or links it to that older best (save_last="link"): after a validation that
-    does not improve, last.ckpt silently holds an earlier state, and so do `task.test_ckpt=last` and
-    resuming. Here last.ckpt links to best.ckpt only when best.ckpt holds this very step; otherwise it
-    is written in full, also at the end of training when the last steps came after the last validation.
-    `write_s` sums the time spent writing checkpoints. It overrides private hooks of Lightning 2.x's
-    ModelCheckpoint; tests/test_checkpoints.py pins the behaviour, so a Lightning change fails CI.
+class BestAndLastCheckpoint(L.Callback):
+    """After each validation: best.ckpt when the monitored metric strictly improves (a NaN never does, except
+    that the first validation always makes a best.ckpt), and last.ckpt, a link to best.ckpt when best.ckpt holds
+    this very step, else a full write. At the end of training last.ckpt is written again if steps followed the
+    last validation. Lightning's ModelCheckpoint (save_top_k=1) keeps last.ckpt at the last *best* state instead.
+
+    Every write goes through `trainer.save_checkpoint` (atomic with gptft.checkpoint_io.AtomicCheckpointIO);
+    links are replaced atomically too. `write_s` sums the time spent writing.
+
+    The checkpoint also records where training continues (epoch, batches already done in it) and the random
+    generators' states; a resumed run hands the position to the data module (`start_train_at`) and restores
+    the generators just before the first training step, so it continues exactly as if never stopped.
     """
 
     def __init__(self, dirpath, monitor: str, mode: str):
-        super().__init__(dirpath=dirpath, filename="best", monitor=monitor, mode=mode,
-                         save_top_k=1, save_last="link", auto_insert_metric_name=False)
+        if mode not in ("min", "max"):
+            raise ConfigError(f"checkpoint mode={mode!r}: use min or max")
+        self.dirpath = Path(dirpath)
+        self.monitor, self.mode = monitor, mode
+        self.best_model_path = ""  # may lie in an earlier run's folder after a resume
+        self.best_model_score: float | None = None
+        self.last_model_path = ""
         self.write_s = 0.0
+        self._trainer: L.Trainer | None = None
+        self._saved_step = -1    # global step of the newest checkpoint written or resumed from
+        self._best_step = -1     # global step best.ckpt holds
+        self._epoch = 0          # the epoch being trained and the batches it has finished
+        self._batches_done = 0
+        self._resume_rng: dict | None = None
+        self._resumed_state = False  # the checkpoint resumed from had this callback's state
 
-    def on_train_start(self, trainer, pl_module) -> None:
-        super().on_train_start(trainer, pl_module)
-        if trainer.ckpt_path and not self._last_checkpoint_saved:
-            # a resumed run: Lightning keeps neither, and without them refreshes last.ckpt only on a new best
-            self._last_checkpoint_saved, self._last_global_step_saved = str(trainer.ckpt_path), trainer.global_step
+    # ---- decisions
+    def _score(self, trainer) -> float:
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            logged = ", ".join(sorted(trainer.callback_metrics)) or "nothing"
+            raise ConfigError(f"checkpoint monitor {self.monitor!r} was not logged (logged: {logged}); "
+                              f"set task.monitor to one of them")
+        return float(value)
 
-    def load_state_dict(self, state_dict) -> None:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="The dirpath has changed")  # we restore them below
-            super().load_state_dict(state_dict)
-        if self.best_model_score is None and state_dict.get("best_model_score") is not None:
-            # resumed into a new run folder: Lightning drops the best score, so the first validation would
-            # become best.ckpt even if worse. The old best.ckpt stays where it is (outside dirpath, never deleted).
-            for key in ("best_model_score", "best_k_models", "kth_best_model_path", "kth_value"):
-                setattr(self, key, state_dict.get(key, getattr(self, key)))
+    def _improves(self, score: float) -> bool:
+        if self.best_model_score is None:
+            return True
+        if math.isnan(score):
+            return False
+        best = self.best_model_score
+        return math.isnan(best) or (score > best if self.mode == "max" else score < best)
 
-    def _best_is_current(self, trainer) -> bool:
-        return (self._last_global_step_saved == trainer.global_step
-                and bool(self.best_model_path) and self._last_checkpoint_saved == self.best_model_path)
-
-    def _save_last_checkpoint(self, trainer, monitor_candidates) -> None:
-        if self._best_is_current(trainer):
-            return super()._save_last_checkpoint(trainer, monitor_candidates)  # a link to best.ckpt
-        if trainer.is_global_zero and self.last_model_path and os.path.islink(self.last_model_path):
-            os.remove(self.last_model_path)  # writing through the link would overwrite best.ckpt
-        self.save_last = True  # Lightning's own full write, with its version counter
-        try:
-            super()._save_last_checkpoint(trainer, monitor_candidates)
-        finally:
-            self.save_last = "link"
-
-    def _save_checkpoint(self, trainer, filepath) -> None:
+    # ---- writing
+    def _save(self, trainer, path: Path) -> None:
         start = time.perf_counter()
-        super()._save_checkpoint(trainer, filepath)
+        trainer.save_checkpoint(path)
         self.write_s += time.perf_counter() - start
 
+    def _save_last(self, trainer) -> None:
+        last = self.dirpath / "last.ckpt"
+        self.last_model_path = str(last)
+        if trainer.is_global_zero and self._best_step == trainer.global_step and self.best_model_path:
+            start = time.perf_counter()
+            link_atomic(last, self.best_model_path)  # replaces the old file or link in one step
+            self.write_s += time.perf_counter() - start
+        else:
+            self._save(trainer, last)  # the rename replaces a link, not its target
+        self._saved_step = trainer.global_step
+
+    def _skip(self, trainer) -> bool:
+        return (trainer.sanity_checking or bool(trainer.fast_dev_run) or trainer.state.fn != TrainerFn.FITTING
+                or self._saved_step == trainer.global_step)
+
+    # ---- Lightning hooks
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self._trainer = trainer
+        if not isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO):  # a lost plugin must not go unseen
+            raise ConfigError("BestAndLastCheckpoint writes atomically only with "
+                              "L.Trainer(plugins=[gptft.checkpoint_io.AtomicCheckpointIO()])")
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if not (trainer.ckpt_path and self._resumed_state):
+            return
+        start = getattr(trainer.datamodule, "start_train_at", None)
+        if start is None:
+            raise CheckpointError(f"ckpt_path={trainer.ckpt_path}: resuming needs a gptft data module, which "
+                                  f"continues the data where the checkpoint stopped")
+        start(self._epoch, self._batches_done)
+        if self._batches_done:  # Lightning cannot see that the data module continues mid-epoch exactly
+            warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before")
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if trainer.ckpt_path:
+            self._saved_step = trainer.global_step  # the resumed state is saved already
+        if self._resume_rng is not None:  # after the sanity check, just before the first training step
+            restore_rng(self._resume_rng)
+            self._resume_rng = None
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._epoch, self._batches_done = trainer.current_epoch, 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._batches_done = batch_idx + 1
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if self._skip(trainer):
+            return
+        score = self._score(trainer)
+        if self._improves(score):  # updated first: the checkpoint records this callback's state
+            self.best_model_path, self.best_model_score = str(self.dirpath / "best.ckpt"), score
+            self._best_step = trainer.global_step
+            self._save(trainer, self.dirpath / "best.ckpt")
+        self._save_last(trainer)
+
     def on_train_end(self, trainer, pl_module) -> None:
-        if trainer.global_step > self._last_global_step_saved and not trainer.fast_dev_run:
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if not trainer.fast_dev_run and trainer.global_step > self._saved_step:
+            self._save_last(trainer)
+
+    # ---- what a checkpoint keeps of this callback: plain values and the generators' state tensors
+    def state_dict(self) -> dict:
+        epoch, done = self._epoch, self._batches_done
+        if self._trainer is not None and done >= self._trainer.num_training_batches:
+            epoch, done = epoch + 1, 0  # the epoch's data is used up: continue with the next one
+        return {"monitor": self.monitor, "mode": self.mode, "best_model_path": self.best_model_path,
+                "best_model_score": self.best_model_score, "last_model_path": self.last_model_path,
+                "next_epoch": epoch, "next_batch": done, "rng": rng_state()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if self._trainer is not None and self._trainer.state.fn != TrainerFn.FITTING:
+            return  # testing a checkpoint: this run's best and last stay as they are
+        # a run resumed into a new folder keeps the earlier best (its best.ckpt stays in the earlier folder),
+        # so a worse first validation does not become best.ckpt
+        self.best_model_path = state_dict.get("best_model_path") or ""
+        self.best_model_score = state_dict.get("best_model_score")
+        self.last_model_path = state_dict.get("last_model_path") or ""
+        self._epoch = state_dict.get("next_epoch", 0)
+        self._batches_done = state_dict.get("next_batch", 0)
+        self._resume_rng = state_dict.get("rng")
+        self._resumed_state = True
+
+
+def rng_state() -> dict:
+    """The generators training may draw from (dropout): torch's CPU and CUDA ones and Python's."""
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

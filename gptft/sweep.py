@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from .atomic import write_text
 
 
 def collect(sweep_dir: Path) -> list[dict]:
@@ -26,15 +29,16 @@ def write_summary(sweep_dir: Path) -> str:
     if not rows:
         return f"no finished jobs under {sweep_dir}"
     cols = list(dict.fromkeys(k for r in rows for k in r))
-    with open(sweep_dir / "summary.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
-        w.writeheader()
-        w.writerows(rows)
+    table = io.StringIO(newline="")
+    w = csv.DictWriter(table, fieldnames=cols)
+    w.writeheader()
+    w.writerows(rows)
+    write_text(sweep_dir / "summary.csv", table.getvalue())
     fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else ("" if v is None else str(v))
     md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     md += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
     text = "\n".join(md)
-    (sweep_dir / "summary.md").write_text(text + "\n")
+    write_text(sweep_dir / "summary.md", text + "\n")
     return text
 
 

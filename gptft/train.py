@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import json
 import logging
 import time
 import warnings
@@ -14,6 +13,9 @@ import lightning as L
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
+from .atomic import write_json
+from .checkpoint_callback import BestAndLastCheckpoint
+from .checkpoint_io import AtomicCheckpointIO
 from .errors import ConfigError, friendly_errors
 from .memory import peak_rss_mib, reset_peak_rss
 from .models.build import build_backbone
@@ -85,9 +87,11 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, callbacks: tuple = ()) -> dict:
     trainer = L.Trainer(
         **resolve_trainer_kwargs(cfg.trainer), callbacks=[*instantiate_all(cfg.callbacks, "callbacks"), *callbacks],
         logger=instantiate_all(cfg.logger, "logger"), default_root_dir=str(run_dir),
+        # checkpoints are written atomically, by callbacks.model_checkpoint alone (no default ModelCheckpoint)
+        plugins=[AtomicCheckpointIO()], enable_checkpointing=False,
     )
     trainer.fit(task, datamodule=dm, ckpt_path=cfg.ckpt_path)
-    ckpt = trainer.checkpoint_callback
+    ckpt = next((c for c in trainer.callbacks if isinstance(c, BestAndLastCheckpoint)), None)
     last = (ckpt.last_model_path or None) if ckpt else None
     best = (ckpt.best_model_path or last) if ckpt else None
     scored = best if cfg.task.test_ckpt == "best" else last
@@ -112,7 +116,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, callbacks: tuple = ()) -> dict:
     if task.task_data.label_names:
         metrics["label_names"] = list(task.task_data.label_names)
     metrics["flat"] = {f"{s}/{k}": v for s, d in task.final.items() for k, v in d.items() if not isinstance(v, list)}
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json(run_dir / "metrics.json", metrics)
     return metrics
 
 

@@ -14,7 +14,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import torch
 
-from gptft.data.collate import BucketBatchSampler, ClassificationCollate
+from gptft.data.collate import BucketBatchSampler, ClassificationCollate, EpochShuffle
 from gptft.data.download import ensure_file
 from gptft.data.spam import SpamDataModule
 from gptft.data.tables import read_label_tab_text
@@ -152,17 +152,18 @@ def test_bucketed_loader_covers_each_example_once(tokenizer, shared_data, sms):
 
 def test_bucket_sampler_yields_all_indices():
     lengths = [5, 1, 9, 3, 3, 7, 2, 8, 6, 4, 1]
-    sampler = BucketBatchSampler(lengths, batch_size=3, drop_last=False, seed=0, chunk_batches=100)
+    bucket = lambda drop_last, **kw: BucketBatchSampler(EpochShuffle(lengths, seed=0), 3, drop_last, lengths, **kw)  # noqa: E731
+    sampler = bucket(False, chunk_batches=100)
     batches = list(sampler)
     assert sorted(i for b in batches for i in b) == list(range(11)) and len(batches) == len(sampler) == 4
     # one sorted chunk: every batch holds neighbours in length order
     spans = sorted((min(lengths[i] for i in b), max(lengths[i] for i in b)) for b in batches)
     assert all(hi <= lo_next for (_, hi), (lo_next, _) in zip(spans, spans[1:]))
-    dropped = BucketBatchSampler(lengths, batch_size=3, drop_last=True, seed=0)
+    dropped = bucket(True)
     flat = [i for b in dropped for i in b]
     assert len(dropped) == 3 and len(flat) == len(set(flat)) == 9
-    assert list(BucketBatchSampler(lengths, 3, False, seed=0)) == list(BucketBatchSampler(lengths, 3, False, seed=0))
-    sampler.set_epoch(1)
+    assert list(bucket(False)) == list(bucket(False))
+    sampler.sampler.set_epoch(1)
     assert list(sampler) != batches
 
 

@@ -7,7 +7,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from gptft.data.collate import BucketBatchSampler
+from gptft.data.collate import BucketBatchSampler, EpochShuffle, ResumableBatchSampler
 from gptft.data.download import ensure_file
 from gptft.errors import GptftError
 
@@ -53,6 +53,7 @@ class TextDataModule(L.LightningDataModule):
         self.bucket = bucket
         self.report: dict = {}
         self._ready = False
+        self._train_start: tuple[int, int] | None = None
 
     def _load(self) -> None:
         raise NotImplementedError
@@ -80,19 +81,29 @@ class TextDataModule(L.LightningDataModule):
             self._load()
             self._ready = True
 
+    def start_train_at(self, epoch: int, batch: int) -> None:
+        """Make the next train loader begin at `epoch` after its first `batch` batches (a resumed run)."""
+        self._train_start = (epoch, batch)
+
     def train_dataloader(self) -> DataLoader:
+        """Shuffled batches; the order depends on (seed, epoch) alone, so a resumed run trains on what an
+        uninterrupted one would (see start_train_at)."""
         self.setup()
         if len(self.train_set) < self.batch_size:  # drop_last would leave an empty epoch
             raise DataError(
                 f"the train split has {len(self.train_set)} examples, fewer than data.batch_size="
                 f"{self.batch_size}; lower data.batch_size or use more data"
             )
+        order = EpochShuffle(self.train_set, seed=self.seed)
         if self.bucket:
-            sampler = BucketBatchSampler(self.bucket_lengths(), self.batch_size, drop_last=True, seed=self.seed)
-            return self._loader(self.train_set, batch_sampler=sampler)
-        return self._loader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True,
-                            generator=torch.Generator().manual_seed(self.seed))
-
+            batches = BucketBatchSampler(order, self.batch_size, drop_last=True, lengths=self.bucket_lengths())
+        else:
+            batches = ResumableBatchSampler(order, self.batch_size, drop_last=True)
+        epoch, skip = self._train_start or (self.trainer.current_epoch if self.trainer else 0, 0)
+        self._train_start = None
+        order.set_epoch(epoch)  # Lightning sets it only after its first batch of a (resumed) fit is drawn
+        batches.skip_next(skip)
+        return self._loader(self.train_set, batch_sampler=batches)
     def val_dataloader(self) -> DataLoader:
         return self.eval_dataloader("val")
 
@@ -107,5 +118,8 @@ class TextDataModule(L.LightningDataModule):
         return self._loader(getattr(self, f"{split}_set"), batch_size=self.batch_size, shuffle=False)
 
     def _loader(self, dataset: list[dict], **kwargs) -> DataLoader:
+        # an own generator: each new iterator draws a worker seed from it, which would otherwise move the
+        # global generator (dropout) by a number of draws that differs between a resumed and a whole run
         return DataLoader(dataset, collate_fn=self.collate_fn, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, **kwargs)
+                          persistent_workers=self.num_workers > 0, generator=torch.Generator().manual_seed(self.seed),
+                          **kwargs)

@@ -4,11 +4,11 @@ Collates are classes (not closures) so DataLoader workers can pickle them.
 """
 from __future__ import annotations
 
-import math
-from typing import Sequence
+import itertools
+from collections.abc import Iterator, Sequence, Sized
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import BatchSampler, RandomSampler, Sampler
 
 IGNORE_INDEX = -100  # torch.nn.functional.cross_entropy's default ignore_index
 
@@ -81,37 +81,63 @@ class InstructCollate:
         }
 
 
-class BucketBatchSampler(Sampler[list[int]]):
-    """Batches of similar length: shuffle, sort chunks of `chunk_batches` batches by length,
-    cut into batches, shuffle the batches. Seeded by `seed + epoch` (Lightning calls set_epoch)."""
+class EpochShuffle(RandomSampler):
+    """A shuffled order of `data_source` that depends on (seed, epoch) alone, not on how many epochs this
+    process has already drawn: a resumed run sees the order an uninterrupted one would. Lightning calls
+    `set_epoch` before each epoch; being a RandomSampler tells Lightning that it shuffles."""
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, drop_last: bool, seed: int,
-                 chunk_batches: int = 50):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.lengths = list(lengths)
-        self.batch_size = batch_size
-        self.drop_last = drop_last
+    def __init__(self, data_source: Sized, seed: int):
+        super().__init__(data_source)
         self.seed = seed
-        self.chunk = batch_size * chunk_batches
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __len__(self) -> int:
-        n = len(self.lengths)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
-
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(self.seed + self.epoch)
-        self.epoch += 1  # a new order next time even if nobody calls set_epoch
-        order = torch.randperm(len(self.lengths), generator=g).tolist()
+        return iter(torch.randperm(len(self.data_source), generator=g).tolist())
+
+
+class ResumableBatchSampler(BatchSampler):
+    """torch's BatchSampler whose next pass can begin after `skip_next(n)` batches: a run resumed mid-epoch
+    continues with the batch it would have trained next."""
+
+    def __init__(self, sampler: Sampler[int], batch_size: int, drop_last: bool):
+        super().__init__(sampler, batch_size, drop_last)
+        self.skip = 0
+
+    def skip_next(self, batches: int) -> None:
+        self.skip = batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        skip, self.skip = self.skip, 0  # once: later epochs start at their first batch
+        return itertools.islice(self.batches(), skip, None)
+
+    def batches(self) -> Iterator[list[int]]:
+        return super().__iter__()
+
+
+class BucketBatchSampler(ResumableBatchSampler):
+    """Batches of similar length: take the sampler's order, sort chunks of `chunk_batches` batches by length,
+    cut into batches, shuffle the batches (seeded by the sampler's `seed + epoch`, so a resumed run matches).
+    Keeps BatchSampler's (sampler, batch_size, drop_last) arguments, so Lightning can re-create it around a
+    sampler of its own (e.g. a DistributedSampler)."""
+
+    def __init__(self, sampler: Sampler[int], batch_size: int, drop_last: bool, lengths: Sequence[int],
+                 chunk_batches: int = 50):
+        super().__init__(sampler, batch_size, drop_last)
+        self.lengths = list(lengths)
+        self.chunk_batches = chunk_batches
+
+    def batches(self) -> Iterator[list[int]]:
+        order = list(self.sampler)
         if self.drop_last:  # drop a random remainder, not the longest examples
-            order = order[: len(self) * self.batch_size]
+            order = order[: len(order) // self.batch_size * self.batch_size]
+        chunk = self.batch_size * self.chunk_batches
         batches = []
-        for start in range(0, len(order), self.chunk):
-            part = sorted(order[start : start + self.chunk], key=self.lengths.__getitem__)
+        for start in range(0, len(order), chunk):
+            part = sorted(order[start : start + chunk], key=self.lengths.__getitem__)
             batches += [part[j : j + self.batch_size] for j in range(0, len(part), self.batch_size)]
-        for k in torch.randperm(len(batches), generator=g).tolist():
-            yield batches[k]
+        g = torch.Generator().manual_seed(getattr(self.sampler, "seed", 0) + getattr(self.sampler, "epoch", 0))
+        return iter([batches[k] for k in torch.randperm(len(batches), generator=g).tolist()])
