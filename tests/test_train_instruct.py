@@ -10,6 +10,7 @@ from gptft.classify import main as classify_main
 from gptft.generate import main as generate_main
 from gptft.models.generation import generate
 from gptft.models.gpt2 import GPT, gpt2_config
+from gptft.data.handoff import TaskData
 from gptft.tasks.instruct import InstructTask, target_loss
 from gptft.train import fit_and_test, train
 from helpers import LossRecorder, compose_cfg
@@ -69,8 +70,9 @@ def test_prefix_cache_is_invisible_instruct(tmp_path):
 def _tiny_task(**finetune):
     torch.manual_seed(0)
     backbone = GPT(gpt2_config("gpt2-tiny"))
-    return InstructTask(backbone, meta={}, finetune={"mode": "last_blocks", "trainable_blocks": 1, "cache_prefix": False,
-                                                     **finetune}, optimizer={})
+    finetune = {"mode": "last_blocks", "trainable_blocks": 1, "cache_prefix": False, "cache_dtype": "auto", **finetune}
+    return InstructTask(backbone, data=TaskData(prompt_style="alpaca"), tokenizer=None, name="instruct",
+                        finetune=finetune, meta={}, targets_only=True, sample_tokens=8)
 
 
 def test_head_on_targets_only_equals_full_head():
