@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import warnings
 from pathlib import Path
@@ -20,6 +19,7 @@ from .memory import peak_rss_mib, reset_peak_rss
 from .models.build import build_backbone
 from .tasks.factory import make_task
 from .runtime import resolve_trainer_kwargs
+from .run_dir import start_run
 
 log = logging.getLogger("gptft.train")
 
@@ -106,8 +106,7 @@ def summary(metrics: dict, run_dir: Path) -> str:
 
 def train(cfg: DictConfig) -> float | None:
     """Run one job; return the value of `cfg.optimized_metric` (for sweepers)."""
-    run_dir = Path(cfg.get("run_dir") or os.getcwd())
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = start_run(cfg)  # config checks, then this job's claim on its folder
     metrics = fit_and_test(cfg, run_dir)
     print(summary(metrics, run_dir), flush=True)
     return metrics["flat"].get(cfg.get("optimized_metric"))
