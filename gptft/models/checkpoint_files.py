@@ -21,21 +21,22 @@ def existing_file(path: str | Path, key: str) -> Path:
     file = Path(path).expanduser()
     if file.is_dir():
         raise CheckpointError(f"{key}={path} is a directory; give the checkpoint file inside it "
-                              f"(e.g. {key}={Path(path) / 'checkpoints' / 'best.ckpt'})")
+                              f"(e.g. {key}={Path(path) / 'checkpoints' / ('last' if key == 'ckpt_path' else 'best')}.ckpt)")
     if not file.exists():
         raise MissingCheckpoint(f"{key}={path} does not exist ({file.resolve()})")
     return file
 
 
-def _reason(err: Exception) -> str:
-    """The cause in one line, without torch's suggestion to load with weights_only=False."""
+def _reason(err: Exception, key: str) -> str:
+    """The cause and the fix in one line, without torch's suggestion to load with weights_only=False."""
     text = str(err)
     if "Weights only load failed" in text:
         found = re.search(r"GLOBAL (\S+)", text)
         named = f" ({found.group(1)})" if found else ""
-        return f"it holds objects other than tensors and plain values{named}, which gptft never loads"
+        return (f"it holds objects other than tensors and plain values{named}, and gptft never loads those; "
+                f"use a checkpoint written by gptft")
     line = next((s.strip() for s in text.splitlines() if s.strip()), type(err).__name__)
-    return line if len(line) <= 200 else line[:197] + "..."
+    return (line if len(line) <= 200 else line[:197] + "...") + "; " + FIX.format(key=key)
 
 
 def read_torch_file(path: str | Path, key: str, mmap: bool = False):
@@ -46,7 +47,7 @@ def read_torch_file(path: str | Path, key: str, mmap: bool = False):
     try:
         return torch.load(file, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # torch raises many kinds here; every one means the same to the user
-        raise CheckpointError(f"{key}={path} cannot be read: {_reason(err)}; " + FIX.format(key=key)) from None
+        raise CheckpointError(f"{key}={path} cannot be read: {_reason(err, key)}") from None
 
 
 def read_safetensors(path: str | Path, key: str) -> dict[str, torch.Tensor]:
@@ -56,5 +57,4 @@ def read_safetensors(path: str | Path, key: str) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(file))
     except Exception as err:  # safetensors' own error type (SafetensorError) and OSError for short reads
-        raise CheckpointError(f"{key}={path} is not a readable safetensors file ({_reason(err)}); "
-                              + FIX.format(key=key)) from None
+        raise CheckpointError(f"{key}={path} is not a readable safetensors file: {_reason(err, key)}") from None
