@@ -8,7 +8,8 @@ import torch
 
 from .cli_args import command, parse
 from .data.collate import ClassificationCollate
-from .errors import GptftError
+from .errors import ConfigError
+from .models.checkpoint_files import read_torch_file
 from .tasks.factory import load_checkpoint
 
 USAGE = """usage: python -m gptft.classify ckpt=PATH (text="a message" | file=TEXTS.txt) [batch_size=16]
@@ -45,21 +46,24 @@ def classify(task, tokenizer, texts: list[str], batch_size: int = 16) -> list[di
 def main(argv: list[str] | None = None) -> None:
     args = parse({"ckpt": None, "text": None, "file": None, "batch_size": 16}, USAGE, argv)
     if not args.ckpt or (args.text is None) == (args.file is None):
-        raise GptftError(f"give ckpt= and exactly one of text= or file=\n\n{USAGE}")
+        raise ConfigError(f"give ckpt= and exactly one of text= or file=\n\n{USAGE}")
     if args.batch_size < 1:
-        raise GptftError(f"batch_size must be a positive integer, got {args.batch_size}")
+        raise ConfigError(f"batch_size must be a positive integer, got {args.batch_size}")
     if args.file is not None:
         path = Path(args.file)
+        if path.is_dir():
+            raise ConfigError(f"file={path} is a directory; give a text file with one message per line")
         if not path.is_file():
-            raise GptftError(f"file={path} does not exist")
+            raise ConfigError(f"file={path} does not exist")
         try:
             texts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         except UnicodeDecodeError as err:
-            raise GptftError(f"file={path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+            raise ConfigError(f"file={path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
         if not texts:
-            raise GptftError(f"file={path} holds no non-empty lines")
+            raise ConfigError(f"file={path} holds no non-empty lines")
     else:
         texts = [args.text]
+    read_torch_file(args.ckpt, "ckpt", mmap=True)  # a one-line refusal before anything is built
     task, tokenizer, _ = load_checkpoint(args.ckpt, expect_task="spam")
     results = classify(task, tokenizer, texts, args.batch_size)
     cut = sum(r["truncated"] for r in results)

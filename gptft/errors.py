@@ -1,16 +1,15 @@
-"""Show deliberate errors as one clear message; keep tracebacks for real bugs."""
+"""One error convention: a check of gptft's raises a GptftError subclass, shown as `error: <message>` (exit 2);
+anything else is a bug and keeps its traceback."""
 from __future__ import annotations
 
 import functools
 import os
 import sys
-from pathlib import Path
-
-PACKAGE = Path(__file__).resolve().parent
 
 
 class GptftError(ValueError):
-    """A check of gptft's that said no: bad input, a bad setting, a missing file. Shown without traceback."""
+    """A check of gptft's that said no: bad input, a bad setting, a missing file. Shown without traceback.
+    (A ValueError so that callers which caught ValueError before this class existed still do.)"""
 
 
 class ConfigError(GptftError):
@@ -21,28 +20,30 @@ class CheckpointError(GptftError):
     """A checkpoint that is missing, unreadable, hostile or does not fit this run."""
 
 
-def raised_by_gptft(err: BaseException) -> bool:
-    """True when the innermost frame is gptft's own code: a check that said no, not a crash."""
-    tb = err.__traceback__
-    if tb is None:
-        return False
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    return Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(PACKAGE)
+class MissingCheckpoint(CheckpointError, FileNotFoundError):
+    """A checkpoint path that names nothing (still a FileNotFoundError for callers that catch that)."""
+
+
+class CommandExit(SystemExit):
+    """Exit status 2 whose str() is still the message, so in-process callers (tests) can read it."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.code = 2  # an int code: the interpreter exits with it and prints nothing more
 
 
 def friendly_errors(fn):
-    """Exit with `error: <message>` for gptft's own checks; GPTFT_DEBUG=1 shows the traceback."""
+    """An entry point's `main`: a GptftError becomes `error: <message>` on stderr and exit status 2.
+    Every other exception propagates with its traceback; GPTFT_DEBUG=1 shows the traceback of a GptftError too."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ValueError, RuntimeError, FileNotFoundError) as err:
-            # GptftError always; other kinds only when gptft raised them itself (a deliberate check)
-            if os.environ.get("GPTFT_DEBUG") or not (isinstance(err, GptftError) or raised_by_gptft(err)):
+        except GptftError as err:
+            if os.environ.get("GPTFT_DEBUG"):
                 raise
-            print(f"error: {err}\n(set GPTFT_DEBUG=1 to see the traceback)", file=sys.stderr, flush=True)
-            raise SystemExit(2) from None
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            raise CommandExit(str(err)) from None
 
     return wrapper

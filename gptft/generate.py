@@ -4,6 +4,7 @@ Without `ckpt` it continues `prompt` with a base model (`model=gpt2`, `checkpoin
 """
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -12,8 +13,9 @@ from hydra import compose, initialize_config_dir
 
 from .cli_args import command, parse
 from .data.prompts import get_prompt_style
-from .errors import GptftError
+from .errors import ConfigError
 from .models.build import build_backbone
+from .models.checkpoint_files import read_torch_file
 from .models.generation import generate
 from .tasks.factory import load_checkpoint
 
@@ -37,7 +39,7 @@ def model_names() -> list[str]:
 def base_model(name: str, checkpoint: str | None, pretrained: bool):
     # checked here: Hydra's own answer to an unknown name is a long traceback
     if name not in model_names():
-        raise GptftError(f"unknown model={name!r}; valid (conf/model): {', '.join(model_names())}")
+        raise ConfigError(f"unknown model={name!r}; valid (conf/model): {', '.join(model_names())}")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=[f"model={name}", "run_dir=."])
     cfg.model.checkpoint = checkpoint
@@ -47,15 +49,29 @@ def base_model(name: str, checkpoint: str | None, pretrained: bool):
 
 def check(args) -> None:
     if not args.prompt:
-        raise GptftError(f"give prompt=\"...\"\n\n{USAGE}")
+        raise ConfigError(f"give prompt=\"...\"\n\n{USAGE}")
     if args.max_new_tokens < 1:
-        raise GptftError(f"max_new_tokens must be a positive integer, got {args.max_new_tokens}")
+        raise ConfigError(f"max_new_tokens must be a positive integer, got {args.max_new_tokens}")
     if args.temperature < 0:
-        raise GptftError(f"temperature must be >= 0 (0: greedy), got {args.temperature}")
+        raise ConfigError(f"temperature must be >= 0 (0: greedy), got {args.temperature}")
     if args.top_k is not None and args.top_k < 1:
-        raise GptftError(f"top_k must be null or a positive integer, got {args.top_k}")
+        raise ConfigError(f"top_k must be null or a positive integer, got {args.top_k}")
     if args.top_p is not None and not 0 < args.top_p <= 1:
-        raise GptftError(f"top_p must be null or in (0, 1], got {args.top_p}")
+        raise ConfigError(f"top_p must be null or in (0, 1], got {args.top_p}")
+
+
+def check_budget(max_new_tokens: int, prompt_tokens: int, context: int) -> None:
+    """Refuse a budget beyond the whole context; say so when this prompt leaves less room than asked."""
+    room = context - prompt_tokens
+    if room <= 0:
+        return  # generate() refuses the prompt itself
+    if max_new_tokens > context:
+        raise ConfigError(f"max_new_tokens={max_new_tokens} is more than the model's whole context of {context} "
+                          f"tokens; generation stops when the context is full: use max_new_tokens<={room} "
+                          f"for this {prompt_tokens}-token prompt")
+    if max_new_tokens > room > 0:
+        print(f"note: the {prompt_tokens}-token prompt leaves room for {room} of max_new_tokens={max_new_tokens} "
+              f"(context {context}); generation stops there", file=sys.stderr, flush=True)
 
 
 @command
@@ -64,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     check(args)
     torch.manual_seed(args.seed)
     if args.ckpt:
+        read_torch_file(args.ckpt, "ckpt", mmap=True)  # a one-line refusal before anything is built
         task, tokenizer, meta = load_checkpoint(args.ckpt, expect_task="instruct")
         model = task.backbone
         style = get_prompt_style(meta["prompt_style"])
@@ -72,8 +89,9 @@ def main(argv: list[str] | None = None) -> None:
         model, tokenizer = base_model(args.model, args.checkpoint, args.pretrained)
         text = args.prompt if not args.input else f"{args.prompt}\n{args.input}"
         ids = tokenizer.encode(text)
+    check_budget(args.max_new_tokens, len(ids), model.context_length)
     start = time.perf_counter()
-    # a prompt longer than the context: generate's own ValueError, shown by @command as a one-line error
+    # a prompt longer than the context: generate's own GptftError, shown by @command as a one-line error
     out = generate(model.eval(), ids, args.max_new_tokens, temperature=args.temperature,
                    top_k=args.top_k, top_p=args.top_p, eos_id=tokenizer.eot_id, use_cache=not args.no_cache)
     seconds = time.perf_counter() - start

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .errors import GptftError
+from .errors import ConfigError
 
 
 def _accelerator(name: str) -> str:
@@ -17,6 +17,16 @@ def _accelerator(name: str) -> str:
     return "cpu"
 
 
+def check_accelerator(name: str) -> None:
+    """Refuse an accelerator this machine lacks before anything is built (Lightning's own error is a traceback)."""
+    if name in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device=gpu (trainer.accelerator={name}) but torch {torch.__version__} sees no CUDA GPU; "
+                          f"use device=cpu or device=auto")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("device=mps (trainer.accelerator=mps) but this machine has no usable Apple GPU; "
+                          "use device=cpu or device=auto")
+
+
 ALIASES = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed", "64": "64-true"}
 
 
@@ -25,14 +35,14 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     acc = _accelerator(accelerator)
     precision = ALIASES.get(precision, precision)
     if precision != "auto" and precision not in ALIASES.values() and precision not in ("bf16-true", "16-true"):
-        raise GptftError(f"precision={precision!r} is not one of auto, 32, bf16, 16 (or a Lightning name "
+        raise ConfigError(f"precision={precision!r} is not one of auto, 32, bf16, 16 (or a Lightning name "
                          f"such as bf16-true)")
     if precision == "auto":
         if acc == "cpu" or (acc == "gpu" and torch.cuda.is_bf16_supported()):
             return "bf16-mixed"
         return "32-true"
     if precision.startswith("16") and acc == "cpu":
-        raise GptftError(
+        raise ConfigError(
             "precision=16 (float16 autocast) needs a GPU; on a CPU use precision=bf16 or precision=32"
         )
     return precision

@@ -22,6 +22,7 @@ from .models.build import build_backbone
 from .tasks.base import split_prefix
 from .tasks.factory import make_task
 from .runtime import resolve_trainer_kwargs
+from .run_dir import start_run
 
 log = logging.getLogger("gptft.train")
 
@@ -142,8 +143,7 @@ def summary(metrics: dict, run_dir: Path) -> str:
 
 def train(cfg: DictConfig) -> float | None:
     """Run one job; return the value of `cfg.optimized_metric` (for sweepers)."""
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = start_run(cfg)  # config checks, then this job's claim on its folder
     metrics = fit_and_test(cfg, run_dir)
     print(summary(metrics, run_dir), flush=True)
     return metrics["flat"].get(cfg.optimized_metric)

@@ -101,7 +101,7 @@ def test_missing_and_foreign_checkpoints(name, capsys, tmp_path, not_gptft):
     fails(capsys, main, [f"ckpt={not_gptft}", *ok], "not a gptft checkpoint")
     text = tmp_path / "notes.txt"
     text.write_text("hello")
-    fails(capsys, main, [f"ckpt={text}", *ok], "not a readable PyTorch checkpoint")
+    fails(capsys, main, [f"ckpt={text}", *ok], "not a (readable )?PyTorch checkpoint")
 
 
 def test_generate_argument_ranges(capsys):
@@ -140,7 +140,7 @@ def test_evaluate_argument_checks(capsys):
 
 
 def test_command_line_shows_no_traceback(not_gptft):
-    # one subprocess (imports cost seconds): load_checkpoint's own ValueError, not a GptftError
+    # one subprocess (imports cost seconds): the message as a user sees it
     env = {k: v for k, v in os.environ.items() if k != "GPTFT_DEBUG"}
     out = subprocess.run([sys.executable, "-m", "gptft.generate", f"ckpt={not_gptft}", "prompt=hi"],
                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
@@ -182,6 +182,7 @@ def test_classify_pads_to_the_training_width():
 
 def test_classify_command_reports_truncation(monkeypatch, capsys):
     task = StandInTask(context=64, pad_width=6)
+    monkeypatch.setattr(classify_mod, "read_torch_file", lambda *a, **k: None)
     monkeypatch.setattr(classify_mod, "load_checkpoint", lambda *a, **k: (task, WORDS, task.meta))
     classify_main(["ckpt=x", "text=" + "w " * 10])
     captured = capsys.readouterr()

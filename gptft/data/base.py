@@ -42,8 +42,8 @@ class TextDataModule(L.LightningDataModule):
         super().__init__()
         if max_length is not None and not (isinstance(max_length, int) and max_length > 0):
             raise DataError(f"data.max_length must be null or a positive int, got {max_length!r}")
-        if batch_size < 1:
-            raise DataError(f"data.batch_size must be >= 1, got {batch_size}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise DataError(f"data.batch_size must be a positive integer, got {batch_size!r}")
         self.tokenizer = tokenizer
         self.path = path
         self.batch_size = batch_size
@@ -67,6 +67,8 @@ class TextDataModule(L.LightningDataModule):
         if self.path is None:
             return ensure_file(**self.default_file)
         file = Path(self.path).expanduser()
+        if file.is_dir():
+            raise DataError(f"data.path={self.path} is a directory; give the data file inside it")
         if not file.is_file():
             raise MissingDataFile(f"data.path={self.path}: no such file ({file.resolve()})")
         return file

@@ -11,7 +11,7 @@ from gptft.data.base import DataError, TextDataModule
 from gptft.data.collate import ClassificationCollate
 from gptft.data.download import SMS_SPAM
 from gptft.data.handoff import TaskData
-from gptft.data.tables import read_rows, resolve_labels
+from gptft.data.tables import MAX_CLASSES, read_rows, resolve_labels
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,7 @@ class SpamDataModule(TextDataModule):
     split: train/val/test fractions; train = int(n*f0), val = int(n*f1), test = the rest.
     max_length: truncate longer texts (the model's context; None = no limit).
     pad_to: None (pad each batch to its longest), "longest_train" (the book) or an int.
+    max_classes: refuse more distinct labels than this (a label column of free text, not classes).
     Examples are dicts {example_id, input_ids, label}; example_id indexes `self.texts`.
     """
 
@@ -50,11 +51,14 @@ class SpamDataModule(TextDataModule):
         pad_to: str | int | None = None,
         bucket: bool = False,
         sep: str | None = None,
+        max_classes: int = MAX_CLASSES,
     ):
         if balance not in ("undersample", "none"):
             raise DataError(f"data.balance must be 'undersample' or 'none', got {balance!r}")
         if pad_to is not None and pad_to != "longest_train" and not (isinstance(pad_to, int) and pad_to > 0):
             raise DataError(f"data.pad_to must be null, 'longest_train' or a positive int, got {pad_to!r}")
+        if isinstance(max_classes, bool) or not isinstance(max_classes, int) or max_classes < 2:
+            raise DataError(f"data.max_classes must be an integer >= 2, got {max_classes!r}")
         super().__init__(tokenizer, path, batch_size, num_workers, seed, max_length, bucket)
         if isinstance(pad_to, int) and max_length is not None and pad_to > max_length:
             raise DataError(f"data.pad_to={pad_to} exceeds max_length={max_length} (the model's context)")
@@ -67,6 +71,7 @@ class SpamDataModule(TextDataModule):
         self.positive_label = positive_label
         self.pad_to = pad_to
         self.sep = sep
+        self.max_classes = max_classes
         self._label_names: list[str] | None = None
 
     # the model's head needs these before fit() runs setup; reading the file here is cheap
@@ -93,7 +98,7 @@ class SpamDataModule(TextDataModule):
         self.texts = [text for _, text, _ in rows]
         self.lines = [line for _, _, line in rows]
         self._label_names, self.positive_index = resolve_labels(
-            file, rows, self.given_label_names, self.positive_label)
+            file, rows, self.given_label_names, self.positive_label, self.max_classes, self.label_column)
         labels = np.array([self.label_names.index(label) for label, _, _ in rows])
 
         keep = self._balance(labels)

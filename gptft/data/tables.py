@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from pathlib import Path
 from typing import Sequence
 
 from gptft.data.base import DataError, read_utf8
+
+log = logging.getLogger(__name__)
 
 SEPARATORS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 
@@ -50,18 +53,39 @@ def read_label_tab_text(file: Path) -> Rows:
 
 
 def read_table(file: Path, sep: str, text_column: str, label_column: str) -> Rows:
-    """Rows of a CSV/TSV with a header row. Tab-separated files are read with quoting off
-    (quotes in messages are text); others with standard CSV quoting."""
-    quoting = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
+    """Rows of a CSV/TSV with a header row. Tab-separated files are read with quoting off (quotes in
+    messages are text) unless the file is quoted throughout (every header cell or every label in quotes);
+    others with standard CSV quoting."""
+    text = read_utf8(file)
+    # no field can be longer than the file: a valid file with a long field (a 1 MB message) must parse
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
+    if sep == "\t":
+        rows = _read_table(file, text, sep, csv.QUOTE_NONE, text_column, label_column, quoted_ok=True)
+        if rows is not None:
+            return rows
+        log.info("%s: quoted throughout; reading it with CSV quoting", file)
+    return _read_table(file, text, sep, csv.QUOTE_MINIMAL, text_column, label_column)
+
+
+def _quoted(cell: str) -> bool:
+    cell = cell.strip()
+    return len(cell) >= 2 and cell[0] == cell[-1] == '"'
+
+
+def _read_table(file: Path, text: str, sep: str, quoting: int, text_column: str, label_column: str,
+                quoted_ok: bool = False) -> Rows | None:
+    """The rows; with `quoted_ok` (a first pass without quoting) None when the file is quoted throughout."""
     rows = []
     prev = 0  # last physical line read; a failing record starts at prev + 1
     try:
-        with io.StringIO(read_utf8(file), newline="") as f:
+        with io.StringIO(text, newline="") as f:
             reader = csv.reader(f, delimiter=sep, quoting=quoting, strict=True)
             header = next(reader, None)
             if not header:
                 raise DataError(f"{file} is empty; expected a header row naming columns "
                                 f"{text_column!r} and {label_column!r}")
+            if quoted_ok and all(_quoted(h) for h in header):
+                return None
             header = [h.strip() for h in header]
             for role, column in (("text", text_column), ("label", label_column)):
                 if column not in header:
@@ -83,6 +107,8 @@ def read_table(file: Path, sep: str, text_column: str, label_column: str) -> Row
         raise DataError(f"{file}, line {prev + 1}: cannot parse ({err}); check the quoting of this line") from None
     if not rows:
         raise DataError(f"{file}: a header but no rows")
+    if quoted_ok and all(_quoted(label) for label, _, _ in rows):
+        return None
     return rows
 
 
@@ -94,11 +120,33 @@ def _row(file: Path, line: int, label: str, text: str) -> tuple[str, str, int]:
     return label, text, line
 
 
-def resolve_labels(file: Path, rows: Rows, given: Sequence[str] | None,
-                   positive_label: str | None) -> tuple[list[str], int | None]:
+MAX_CLASSES = 100  # data.max_classes' default: beyond it a label column is more likely free text than classes
+FREE_TEXT_MIN_CLASSES = 10  # above this many classes, fewer than 2 rows per class looks like free text
+
+
+def check_class_count(file: Path, rows: Rows, found: Sequence[str], max_classes: int, column: str | None) -> None:
+    """Refuse a label column that looks like free text before anything is tokenized (10,000 'classes'
+    would build a 10,000-way head, confusion matrices of 10^8 cells and run for minutes)."""
+    n = len(found)
+    free_text = n > FREE_TEXT_MIN_CLASSES and 2 * n > len(rows)
+    if n <= max_classes and not free_text:
+        return
+    col = f"the label column {column!r}" if column else "the labels"
+    why = (f"more than data.max_classes={max_classes}" if n > max_classes
+           else "fewer than 2 rows per class on average")
+    raise DataError(
+        f"{file}: {col} has {n} distinct values in {len(rows)} rows ({why}; e.g. {list(found[:3])}): that looks "
+        f"like free text, not class labels. Set data.label_column to the column holding the classes"
+        + (", or raise data.max_classes if there really are that many" if n > max_classes and not free_text else "")
+    )
+
+
+def resolve_labels(file: Path, rows: Rows, given: Sequence[str] | None, positive_label: str | None,
+                   max_classes: int = MAX_CLASSES, column: str | None = None) -> tuple[list[str], int | None]:
     """Class names (the given ones in their order, else the sorted labels found) and the index
     of the positive class for binary metrics: the given one, else the second name ("spam")."""
     found = sorted({label for label, _, _ in rows})
+    check_class_count(file, rows, found, max_classes, column)
     if given is None:
         names = found
     else:

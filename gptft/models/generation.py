@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import GptftError
+
 
 def pick_next(
     logits: torch.Tensor,
@@ -47,11 +49,11 @@ def generate(
     Decoding stops early when the context window is full.
     """
     if not prompt_ids:
-        raise ValueError("generation needs a non-empty prompt")
+        raise GptftError("generation needs a non-empty prompt")
     device = next(model.parameters()).device
     limit = model.context_length
     if len(prompt_ids) >= limit:
-        raise ValueError(
+        raise GptftError(
             f"prompt has {len(prompt_ids)} tokens but the context holds {limit}; shorten it"
         )
     modes = {m: m.training for m in model.modules()}  # restored one by one: tasks keep frozen parts in eval

@@ -10,9 +10,11 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
+from ..errors import CheckpointError, GptftError
 
-class HubUnavailable(RuntimeError):
-    pass
+
+class HubUnavailable(GptftError, RuntimeError):
+    """Weights that are neither cached nor downloadable (a RuntimeError too, as callers caught before)."""
 
 
 @functools.lru_cache(maxsize=8)
@@ -39,7 +41,7 @@ def fetch(hub_id: str, filename: str, *, local_hint: str, optional: bool = False
     `model.checkpoint=PATH` accepts instead, for the error message.
     """
     from huggingface_hub import constants, hf_hub_download
-    from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError
+    from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     offline = constants.HF_HUB_OFFLINE or not _reachable(constants.ENDPOINT)
     try:
@@ -49,7 +51,11 @@ def fetch(hub_id: str, filename: str, *, local_hint: str, optional: bool = False
     except EntryNotFoundError:
         if optional:
             return None
-        raise
+        raise CheckpointError(f"the Hub repository {hub_id!r} has no {filename}; set model.checkpoint=PATH to "
+                              f"{local_hint}") from None
+    except RepositoryNotFoundError:
+        raise CheckpointError(f"model.hub_id={hub_id!r}: no such repository on the Hub (or it is private); "
+                              f"check the name, or set model.checkpoint=PATH to {local_hint}") from None
     except Exception as err:
         if _network_error(err):
             raise _unavailable(hub_id, filename, local_hint, err) from err

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import CheckpointError, ConfigError, MissingCheckpoint
+from .checkpoint_files import FIX, read_safetensors
 from .hf_tokenizer import HFTokenizer
 from .hub import fetch
 from .llama import Llama, LlamaConfig
@@ -47,14 +49,19 @@ def read_gguf(path: str | Path, tensors: bool = True) -> tuple[dict, dict[str, n
     from gguf import GGUFReader
     from gguf.quants import dequantize
 
-    reader = GGUFReader(str(path))
-    meta = {k: f.contents() for k, f in reader.fields.items()}
+    try:
+        reader = GGUFReader(str(path))
+        meta = {k: f.contents() for k, f in reader.fields.items()}
+    except Exception as err:  # the reader fails in many ways (bad magic, short file, odd offsets)
+        raise CheckpointError(f"model.checkpoint={path} is not a readable GGUF file ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''}); "
+                              + FIX.format(key="model.checkpoint")) from None
     out: dict[str, np.ndarray] = {}
     for t in reader.tensors if tensors else ():
         try:
             arr = dequantize(t.data, t.tensor_type)
         except NotImplementedError as err:
-            raise ValueError(
+            raise CheckpointError(
                 f"{path}: tensor {t.name} is stored as {t.tensor_type.name}, which this version of "
                 f"the gguf package cannot dequantize ({err}); use a file with another quantization "
                 f"(e.g. Q8_0, Q4_K, F16) or a safetensors folder"
@@ -69,19 +76,19 @@ def read_gguf(path: str | Path, tensors: bool = True) -> tuple[dict, dict[str, n
 def llama_config_from_gguf(meta: Mapping, tied: bool) -> LlamaConfig:
     arch = meta.get("general.architecture")
     if arch != "llama":
-        raise ValueError(f"GGUF architecture {arch!r} is not supported; gptft reads 'llama' files")
+        raise CheckpointError(f"GGUF architecture {arch!r} is not supported; gptft reads 'llama' files")
 
     def get(key, default=None):
         v = meta.get(f"llama.{key}", default)
         if v is None:
-            raise ValueError(f"GGUF metadata lacks llama.{key}")
+            raise CheckpointError(f"GGUF metadata lacks llama.{key}")
         return v
 
     n_embd, n_head = int(get("embedding_length")), int(get("attention.head_count"))
     rope_dim = meta.get("llama.rope.dimension_count", n_embd // n_head)
     scaling = meta.get("llama.rope.scaling.type", "none")
     if rope_dim != n_embd // n_head or scaling not in ("none", None):
-        raise ValueError(f"GGUF asks for partial or scaled RoPE (dimension_count={rope_dim}, "
+        raise CheckpointError(f"GGUF asks for partial or scaled RoPE (dimension_count={rope_dim}, "
                          f"scaling={scaling!r}); gptft's Llama rotates whole heads without scaling")
     vocab = meta.get("llama.vocab_size") or len(meta["tokenizer.ggml.tokens"])
     return LlamaConfig(
@@ -120,7 +127,7 @@ def convert_gguf_tensors(arrays: Mapping[str, np.ndarray], cfg: LlamaConfig) -> 
         elif stem in _GGUF_TOP:
             ours = f"{_GGUF_TOP[stem]}.{suffix}"
         else:
-            raise ValueError(f"GGUF tensor {name!r} has no place in gptft's Llama")
+            raise CheckpointError(f"GGUF tensor {name!r} has no place in gptft's Llama")
         out[ours] = torch.from_numpy(np.ascontiguousarray(arr))
     return out
 
@@ -128,7 +135,7 @@ def convert_gguf_tensors(arrays: Mapping[str, np.ndarray], cfg: LlamaConfig) -> 
 # -- Hugging Face folders ----------------------------------------------------------------------
 def llama_config_from_hf(conf: Mapping) -> LlamaConfig:
     if conf.get("model_type") != "llama":
-        raise ValueError(f"config.json has model_type={conf.get('model_type')!r}, expected 'llama'")
+        raise CheckpointError(f"config.json has model_type={conf.get('model_type')!r}, expected 'llama'")
     n_embd, n_head = conf["hidden_size"], conf["num_attention_heads"]
     rope = conf.get("rope_parameters") or {}  # transformers 5 nests theta here
     rope_type = rope.get("rope_type") or (conf.get("rope_scaling") or {}).get("rope_type", "default")
@@ -141,7 +148,7 @@ def llama_config_from_hf(conf: Mapping) -> LlamaConfig:
         ] if not ok
     ] + ([f"rope_type={rope_type!r}"] if rope_type != "default" else [])
     if bad:
-        raise ValueError(f"config.json asks for a Llama variant gptft lacks: {', '.join(bad)}")
+        raise CheckpointError(f"config.json asks for a Llama variant gptft lacks: {', '.join(bad)}")
     return LlamaConfig(
         vocab_size=conf["vocab_size"],
         context_length=conf["max_position_embeddings"],
@@ -157,17 +164,15 @@ def llama_config_from_hf(conf: Mapping) -> LlamaConfig:
 
 
 def _read_safetensors(folder: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
     index = folder / "model.safetensors.index.json"
     if index.is_file():  # sharded: weight_map names the shard of each tensor
         out: dict[str, torch.Tensor] = {}
         for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
-            out.update(load_file(str(folder / shard)))
+            out.update(read_safetensors(folder / shard, "model.checkpoint"))
         return out
     if not (folder / "model.safetensors").is_file():
-        raise FileNotFoundError(f"{folder} has no model.safetensors (or .index.json)")
-    return load_file(str(folder / "model.safetensors"))
+        raise MissingCheckpoint(f"{folder} has no model.safetensors (or .index.json)")
+    return read_safetensors(folder / "model.safetensors", "model.checkpoint")
 
 
 # -- Hub ----------------------------------------------------------------------------------------
@@ -198,9 +203,9 @@ def _is_gguf(path: Path) -> bool:
 def _checkpoint_path(checkpoint: str) -> Path:
     path = Path(checkpoint).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"model.checkpoint={checkpoint} does not exist")
+        raise MissingCheckpoint(f"model.checkpoint={checkpoint} does not exist")
     if not (_is_gguf(path) or path.is_dir()):
-        raise ValueError(f"model.checkpoint={checkpoint}: expected a .gguf file or a Hugging Face "
+        raise ConfigError(f"model.checkpoint={checkpoint}: expected a .gguf file or a Hugging Face "
                          f"folder (config.json, model.safetensors, tokenizer.json)")
     return path
 
@@ -219,13 +224,13 @@ def _build(cfg: LlamaConfig, sd: dict[str, torch.Tensor], source: str) -> Llama:
     if cfg.tie_embeddings:
         head = sd.pop("lm_head.weight", None)
         if head is not None and not torch.equal(head, sd["model.embed_tokens.weight"]):
-            raise ValueError(f"{source}: lm_head differs from the embedding but the config ties them")
+            raise CheckpointError(f"{source}: lm_head differs from the embedding but the config ties them")
         expected.pop("lm_head.weight")
     missing, unexpected = sorted(set(expected) - set(sd)), sorted(set(sd) - set(expected))
     wrong = [f"{k}: {tuple(sd[k].shape)} != {expected[k]}" for k in set(expected) & set(sd)
              if tuple(sd[k].shape) != expected[k]]
     if missing or unexpected or wrong:
-        raise ValueError(f"{source} does not fit Llama({cfg}): missing {missing[:5]}, "
+        raise CheckpointError(f"{source} does not fit Llama({cfg}): missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}, wrong shapes {sorted(wrong)[:5]}")
     model.load_state_dict({k: t.float().contiguous() for k, t in sd.items()}, strict=False, assign=True)
     if cfg.tie_embeddings:  # assign=True replaced the shared Parameter; tie again
@@ -255,14 +260,14 @@ def load_llama(
     size_config = dict(size_config or {})
     unknown = set(size_config) - {f.name for f in fields(LlamaConfig)}
     if unknown:
-        raise ValueError(f"model.shape has unknown keys {sorted(unknown)}; "
+        raise ConfigError(f"model.shape has unknown keys {sorted(unknown)}; "
                          f"valid: {[f.name for f in fields(LlamaConfig)]}")
     dropout = float(size_config.get("dropout", 0.0))
     path = _checkpoint_path(checkpoint) if checkpoint is not None else None
 
     if not pretrained:
         if path is None and hub_id is None:
-            raise ValueError(
+            raise ConfigError(
                 "model.pretrained=false still needs the model's tokenizer: set model.checkpoint=PATH "
                 "to a .gguf file or a folder with tokenizer.json (only its tokenizer is read), or "
                 "model.hub_id to a Hub model whose tokenizer is cached or downloadable")
@@ -271,13 +276,13 @@ def load_llama(
             tokenizer.name = f"hf-bpe:{hub_id}"  # not the snapshot's commit hash
         cfg = LlamaConfig(**{**size_config, "dropout": dropout})
         if tokenizer.vocab_size > cfg.vocab_size:
-            raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but model.shape."
+            raise ConfigError(f"the tokenizer has {tokenizer.vocab_size} tokens but model.shape."
                              f"vocab_size={cfg.vocab_size}")
         return Llama(cfg), tokenizer
 
     if path is None:
         if hub_id is None:
-            raise ValueError("no model.hub_id and no model.checkpoint: nowhere to load weights from")
+            raise ConfigError("no model.hub_id and no model.checkpoint: nowhere to load weights from")
         path = hub_folder(hub_id)
     if _is_gguf(path):
         meta, arrays = read_gguf(path)
@@ -287,7 +292,7 @@ def load_llama(
     else:
         conf_file = path / "config.json"
         if not conf_file.is_file():
-            raise FileNotFoundError(f"{path} has no config.json; gptft needs it for the architecture")
+            raise MissingCheckpoint(f"{path} has no config.json; gptft needs it for the architecture")
         cfg = llama_config_from_hf(json.loads(conf_file.read_text()))
         sd = _read_safetensors(path)
         tokenizer = HFTokenizer.from_folder(path)
@@ -296,7 +301,7 @@ def load_llama(
     _warn_mismatch(cfg, size_config, str(path))
     cfg.dropout = dropout
     if tokenizer.vocab_size > cfg.vocab_size:
-        raise ValueError(f"{path}: tokenizer has {tokenizer.vocab_size} tokens, the model {cfg.vocab_size}")
+        raise CheckpointError(f"{path}: tokenizer has {tokenizer.vocab_size} tokens, the model {cfg.vocab_size}")
     model = _build(cfg, sd, str(path))
     log.info("loaded Llama %s from %s (%.1fM parameters)", cfg, path, model.num_params() / 1e6)
     return model, tokenizer

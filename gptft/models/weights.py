@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from ..errors import CheckpointError, ConfigError, MissingCheckpoint
+from .checkpoint_files import read_safetensors, read_torch_file
 from .hub import fetch
 from .gpt2 import GPT, SIZES, GPTConfig, gpt2_config
 
@@ -36,7 +38,7 @@ def gpt2_config_from_hf(config: Mapping) -> GPTConfig:
     """A Hugging Face GPT-2 `config.json` dict -> GPTConfig; rejects variants GPT cannot run."""
     model_type = config.get("model_type", "gpt2")
     if model_type != "gpt2":
-        raise ValueError(f"config.json has model_type={model_type!r}, expected 'gpt2'")
+        raise CheckpointError(f"config.json has model_type={model_type!r}, expected 'gpt2'")
     n_embd = config["n_embd"]
     # Settings that would change the computation silently if ignored.
     unsupported = {
@@ -49,7 +51,7 @@ def gpt2_config_from_hf(config: Mapping) -> GPTConfig:
     }
     bad = [f"{k}={config.get(k)!r}" for k, is_bad in unsupported.items() if is_bad]
     if bad:
-        raise ValueError(f"config.json asks for a GPT-2 variant gptft lacks: {', '.join(bad)}")
+        raise CheckpointError(f"config.json asks for a GPT-2 variant gptft lacks: {', '.join(bad)}")
     return GPTConfig(
         vocab_size=config["vocab_size"],
         context_length=config["n_positions"],
@@ -108,14 +110,14 @@ def convert_hf_gpt2_state_dict(
     ]
     if problems:
         more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
-        raise ValueError(
+        raise CheckpointError(
             f"GPT-2 checkpoint{where} does not match the architecture ({arch}):\n  "
             + "\n  ".join(problems[:10])
             + more
         )
     wte = found["wte.weight"]
     if head is not None and (head.shape != wte.shape or not torch.equal(head, wte)):
-        raise ValueError(f"lm_head.weight{where} differs from wte.weight; gptft's GPT-2 ties them")
+        raise CheckpointError(f"lm_head.weight{where} differs from wte.weight; gptft's GPT-2 ties them")
     out = {"transformer." + k: (t.t() if k.endswith(_CONV1D) else t) for k, t in found.items()}
     out["lm_head.weight"] = out["transformer.wte.weight"]
     return out
@@ -141,7 +143,7 @@ def _weights_in_folder(folder: Path) -> Path:
     ):
         if (folder / name).is_file():
             return folder / name
-    raise FileNotFoundError(
+    raise MissingCheckpoint(
         f"model.checkpoint={folder} is a folder without model.safetensors or pytorch_model.bin"
     )
 
@@ -151,16 +153,16 @@ def resolve_gpt2_checkpoint(hub_id: str | None, checkpoint: str | None) -> Path:
     if checkpoint is not None:
         path = Path(checkpoint).expanduser()
         if not path.exists():
-            raise FileNotFoundError(f"model.checkpoint={checkpoint} does not exist")
+            raise MissingCheckpoint(f"model.checkpoint={checkpoint} does not exist")
         if path.is_dir():
             return _weights_in_folder(path)
         if not path.name.endswith((".safetensors", ".bin", ".pt", ".index.json")):
-            raise ValueError(
+            raise ConfigError(
                 f"model.checkpoint={checkpoint}: expected a .safetensors, .bin or .pt file, or a folder"
             )
         return path
     if hub_id is None:
-        raise ValueError("no Hub id and no model.checkpoint: nowhere to load pretrained weights from")
+        raise ConfigError("no model.hub_id and no model.checkpoint: nowhere to load pretrained weights from")
     return _hub_download(hub_id)
 
 
@@ -172,15 +174,10 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
             out.update(_read_tensors(path.parent / shard))
         return out
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        sd = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as err:
-        raise RuntimeError(f"cannot read {path} as a PyTorch state_dict: {err}") from err
+        return read_safetensors(path, "model.checkpoint")
+    sd = read_torch_file(path, "model.checkpoint")
     if not isinstance(sd, Mapping) or not all(isinstance(t, torch.Tensor) for t in sd.values()):
-        raise ValueError(f"{path} is not a flat Hugging Face state_dict (name -> tensor)")
+        raise CheckpointError(f"model.checkpoint={path} is not a flat Hugging Face state_dict (name -> tensor)")
     return dict(sd)
 
 
@@ -195,12 +192,12 @@ def load_gpt2(
     """A GPT-2: random init if not `pretrained`, else weights from `checkpoint` or the Hub."""
     if not pretrained:
         if checkpoint is not None:
-            raise ValueError("model.checkpoint is set but model.pretrained=false; choose one")
+            raise ConfigError("model.checkpoint is set but model.pretrained=false; choose one")
         return GPT(gpt2_config(size, dropout=dropout))
     if checkpoint is None and hub_id is None:
         hub_id = HUB_IDS.get(size)
         if hub_id is None:
-            raise ValueError(
+            raise ConfigError(
                 f"{size!r} has no published weights; set model.checkpoint=PATH or model.pretrained=false"
             )
     path = resolve_gpt2_checkpoint(hub_id, checkpoint)
