@@ -15,7 +15,6 @@ from .errors import CheckpointError, ConfigError
 
 ABSENT = object()
 MAX_SEED = 2**32 - 1  # numpy's (and so Lightning's) seed range
-TEXT_CONFUSION_MAX_CLASSES = 20  # a confusion matrix wider than this stays out of TensorBoard text
 
 
 def _is_int(v) -> bool:

@@ -16,6 +16,7 @@ from .finetune import replace_head
 
 POOLINGS = ("last_token", "last")
 SPLITS = ("train", "val", "test")
+TEXT_CONFUSION_MAX_CLASSES = 20  # wider confusion matrices stay out of TensorBoard text (metrics.json has them)
 
 
 def pool(h: torch.Tensor, lengths: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -102,7 +103,7 @@ class ClassifierTask(FinetuneTask):
             for name in ("acc", "f1") if prefix == "train" else ("acc", "f1", "loss"):  # train/loss: from the steps
                 self.log(f"{prefix}/{name}", result[name], prog_bar=prefix == "val" and name == "acc",
                          add_dataloader_idx=False)
-            if prefix != "train":
+            if prefix != "train" and len(self.label_names) <= TEXT_CONFUSION_MAX_CLASSES:
                 self.text_to_tensorboard(f"{prefix}/confusion", confusion_markdown(result["confusion"], self.label_names))
             self.final[split] = result
         for metrics in (self.metrics, self.confusion, self.losses):
