@@ -1,7 +1,7 @@
 """The child side of the benchmark: run one row in this process and write its measurements.
 
-A training row is `fit_and_test` with a callback that times the training steps (without in-fit
-validation) and the final evaluation, and counts what the steps processed and their estimated FLOPs.
+Imported only by the child process (`python -m gptft.bench --row NAME`). A training row is
+`fit_and_test` with the Meter callback; a decode row times greedy decoding; the peak row times torch.mm.
 """
 from __future__ import annotations
 
@@ -10,78 +10,76 @@ import time
 import warnings
 from pathlib import Path
 
+import lightning as L
+import torch
+
 from ..atomic import write_json
+from ..data.prompts import get_prompt_style
 from ..memory import peak_rss_mib, reset_peak_rss
+from ..models.build import build_backbone
+from ..models.generation import generate
+from ..runtime import resolve_precision
+from ..train import fit_and_test
+from .flops import StepFlops, matmul_peak
 from .rows import DECODE_ENTRY, DECODE_TOKENS, ROWS, compose
 
 
-def _meter():
-    import lightning as L
+class Meter(L.Callback):
+    """Times the training steps and validation, marks the start and end of fit and test, and counts
+    what the steps processed and their estimated FLOPs."""
 
-    from .flops import StepFlops
+    def __init__(self):
+        self.train_s = self.val_s = self.flops = 0.0
+        self.steps = self.examples = self.tokens = self.padded = 0
+        self.marks: dict[str, float] = {}
+        self.counter = None
 
-    class Meter(L.Callback):
-        """Times the training steps (without in-fit validation) and the final evaluation, and counts
-        what the steps processed and their estimated FLOPs."""
+    # stage is a TrainerFn, a str enum whose f-string form differs across Python versions
+    def setup(self, trainer, task, stage):
+        self.marks.setdefault(f"{getattr(stage, 'value', stage)}_start", time.perf_counter())
 
-        def __init__(self):
-            self.train_s = self.val_s = self.flops = 0.0
-            self.steps = self.examples = self.tokens = self.padded = 0
-            self.marks: dict[str, float] = {}
-            self.counter = None
+    def teardown(self, trainer, task, stage):
+        self.marks[f"{getattr(stage, 'value', stage)}_end"] = time.perf_counter()
 
-        # stage is a TrainerFn, a str enum whose f-string form differs across Python versions
-        def setup(self, trainer, task, stage):
-            self.marks.setdefault(f"{getattr(stage, 'value', stage)}_start", time.perf_counter())
+    def on_validation_start(self, trainer, task):
+        self._v0 = time.perf_counter()
 
-        def teardown(self, trainer, task, stage):
-            self.marks[f"{getattr(stage, 'value', stage)}_end"] = time.perf_counter()
+    def on_validation_end(self, trainer, task):
+        self.val_s += time.perf_counter() - self._v0
 
-        def on_validation_start(self, trainer, task):
-            self._v0 = time.perf_counter()
+    def on_train_batch_start(self, trainer, task, batch, batch_idx):
+        if self.counter is None:
+            self.counter = StepFlops(task.backbone, task.boundary)
+        rows, width = batch["input_ids"].shape
+        lengths = batch["lengths"]
+        prefix_rows, prefix_width = rows, width
+        cache = task.prefix_cache  # made at the first step that uses it: until then every row runs the prefix
+        if cache is not None:  # only rows missing from the cache run the prefix, at their longest length
+            miss = [i for i, k in enumerate(batch["example_id"].tolist()) if k not in cache.rows]
+            prefix_rows, prefix_width = len(miss), int(lengths[miss].max()) if miss else 0
+        if "targets" in batch:
+            head = int((batch["targets"] != -100).sum()) if task.targets_only else rows * width
+        else:
+            head = rows
+        self._pending = self.counter.step(rows, width, prefix_rows, prefix_width, head)
+        self._batch = (rows, int(lengths.sum()), rows * width)
+        self._t0 = time.perf_counter()
 
-        def on_validation_end(self, trainer, task):
-            self.val_s += time.perf_counter() - self._v0
-
-        def on_train_batch_start(self, trainer, task, batch, batch_idx):
-            if self.counter is None:
-                self.counter = StepFlops(task.backbone, task.boundary)
-            rows, width = batch["input_ids"].shape
-            lengths = batch["lengths"]
-            prefix_rows, prefix_width = rows, width
-            if getattr(task, "_cache_wanted", False):  # only rows missing from the cache run the prefix
-                cache = task.prefix_cache
-                miss = [i for i, k in enumerate(batch["example_id"].tolist()) if cache is None or k not in cache.rows]
-                prefix_rows, prefix_width = len(miss), int(lengths[miss].max()) if miss else 0
-            if "targets" in batch:
-                head = int((batch["targets"] != -100).sum()) if task.targets_only else rows * width
-            else:
-                head = rows
-            self._pending = self.counter.step(rows, width, prefix_rows, prefix_width, head)
-            self._batch = (rows, int(lengths.sum()), rows * width)
-            self._t0 = time.perf_counter()
-
-        def on_train_batch_end(self, trainer, task, outputs, batch, batch_idx):
-            self.train_s += time.perf_counter() - self._t0
-            self.steps += 1
-            self.examples += self._batch[0]
-            self.tokens += self._batch[1]
-            self.padded += self._batch[2]
-            self.flops += self._pending
-
-    return Meter()
+    def on_train_batch_end(self, trainer, task, outputs, batch, batch_idx):
+        self.train_s += time.perf_counter() - self._t0
+        self.steps += 1
+        self.examples += self._batch[0]
+        self.tokens += self._batch[1]
+        self.padded += self._batch[2]
+        self.flops += self._pending
 
 
 def run_train_row(name: str, overrides: list[str], out: Path, peak_size: int) -> dict:
-    from .flops import matmul_peak
-    from ..runtime import resolve_precision
-    from ..train import fit_and_test
-
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
     run_dir = out / "runs" / name
     cfg = compose(run_dir, overrides)
-    meter = _meter()
+    meter = Meter()
     # the matmul peak in the row's dtype, measured around its own run: on a shared machine a peak
     # taken minutes earlier can be far off
     dtype = "bf16" if "bf16" in resolve_precision(str(cfg.trainer.precision), str(cfg.trainer.accelerator)) else "fp32"
@@ -122,12 +120,6 @@ def run_train_row(name: str, overrides: list[str], out: Path, peak_size: int) ->
 
 
 def run_decode_row(use_cache: bool, model_overrides: list[str], out: Path) -> dict:
-    import torch
-
-    from ..data.prompts import get_prompt_style
-    from ..models.build import build_backbone
-    from ..models.generation import generate
-
     cfg = compose(out / "runs" / "decode", model_overrides)
     torch.manual_seed(cfg.seed)
     model, tokenizer = build_backbone(cfg.model)
@@ -142,8 +134,6 @@ def run_decode_row(use_cache: bool, model_overrides: list[str], out: Path) -> di
 
 
 def run_peak_row(peak_size: int) -> dict:
-    from .flops import matmul_peak
-
     return {"peak_fp32": matmul_peak("fp32", peak_size), "peak_bf16": matmul_peak("bf16", peak_size),
             "peak_rss_mib": peak_rss_mib()}
 
