@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from gptft.models.generation import generate
-from gptft.models.hf_tokenizer import HFTokenizer
 from gptft.models.llama import Llama, LlamaConfig
 from gptft.models.llama_weights import load_llama
 
