@@ -12,7 +12,7 @@ def build_backbone(model_cfg: Mapping) -> tuple[nn.Module, Tokenizer]:
     arch = model_cfg.get("arch", "gpt2")
     if arch == "gpt2":
         from .tokenizer import gpt2_tokenizer
-        from .weights import load_gpt2
+        from .gpt2_weights import load_gpt2
 
         tokenizer = gpt2_tokenizer()  # first: a missing tokenizer should fail before a download
         model = load_gpt2(
