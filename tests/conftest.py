@@ -1,4 +1,5 @@
-"""Shared fixtures. The offline data mirror: GPTFT_SHARED_DIR (set by .ci/setup), else ../shared."""
+"""Shared fixtures: the offline mirror (GPTFT_SHARED_DIR, set by .ci/setup, else ../shared) and what
+tests take from it. Tests ask for these fixtures rather than computing a mirror path themselves."""
 from __future__ import annotations
 
 import os
@@ -7,10 +8,12 @@ from pathlib import Path
 import pytest
 
 SHARED = Path(os.environ.get("GPTFT_SHARED_DIR") or Path(__file__).resolve().parents[2] / "shared")
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
+    """The mirror; its absence skips the test, except in CI, where it fails."""
     if not SHARED.is_dir():
         why = f"{SHARED} is absent: these tests need the offline data mirror (GPTFT_SHARED_DIR or ../shared)"
         if os.environ.get("CI"):
@@ -20,15 +23,24 @@ def shared_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def shared_gguf(shared_dir) -> Path:
+    """The mirror's SmolLM2-135M-Instruct GGUF: the only pretrained causal LM reachable offline."""
+    path = shared_dir / "models" / GGUF_NAME
+    assert path.is_file(), f"the mirror {shared_dir} lacks models/{GGUF_NAME}"
+    return path
+
+
+@pytest.fixture(scope="session")
 def tokenizer(shared_dir):
-    """GPT-2's tokenizer via tiktoken, read from the mirror's cache unless TIKTOKEN_CACHE_DIR is set."""
+    """GPT-2's tokenizer via tiktoken. TIKTOKEN_CACHE_DIR points at the mirror's cache for the session
+    unless it is set already, so child processes (the benchmark's rows) find it too."""
     from gptft.models.tokenizer import gpt2_tokenizer
 
     with pytest.MonkeyPatch.context() as mp:
         cache = shared_dir / "tiktoken_cache"
         if "TIKTOKEN_CACHE_DIR" not in os.environ and cache.is_dir():
             mp.setenv("TIKTOKEN_CACHE_DIR", str(cache))
-        return gpt2_tokenizer()  # tiktoken keeps the loaded encoding; the env var is needed only here
+        yield gpt2_tokenizer()
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
-"""`python -m gptft.evaluate`: text metrics, the instruct and spam reports, the LLM judge (against a
-stand-in HTTP server) and bad arguments, on gpt2-tiny checkpoints trained on the real data."""
+"""`python -m gptft.evaluate`: text metrics, the instruct and spam reports (the task's own test metrics
+plus generation scores), the LLM judge (against a stand-in HTTP server) and bad arguments, on gpt2-tiny
+checkpoints trained on the real data."""
 from __future__ import annotations
 
 import json
@@ -12,8 +13,8 @@ import pytest
 import torch
 
 from gptft.evaluate import main as evaluate
-from gptft.judge import parse_score
-from gptft.text_metrics import exact_match, lcs_length, rouge_l, words
+from gptft.evaluation.judge import parse_score
+from gptft.evaluation.text_metrics import exact_match, text_scores
 from gptft.train import train
 from helpers import compose_cfg
 
@@ -22,27 +23,29 @@ QUICK = ["model=gpt2-tiny", "trainer.max_epochs=1", "trainer.limit_train_batches
 
 
 # ---- text metrics on hand-computed examples --------------------------------------------------
-def test_words_lowercase_and_drop_punctuation():
-    assert words("Hello, World! It's 42.") == ["hello", "world", "it", "s", "42"]
+def rouge_l(reference: str, candidate: str) -> float:
+    return text_scores([reference], [candidate])["rouge_l"]
 
 
-def test_lcs_length():
-    assert lcs_length("a b c d e".split(), "a c e".split()) == 3
-    assert lcs_length("a c e".split(), "a b c d e".split()) == 3
-    assert lcs_length("a b".split(), "c d".split()) == 0
-    assert lcs_length([], ["a"]) == 0
-    assert lcs_length("a b c b d a b".split(), "b d c a b a".split()) == 4  # e.g. b c b a
-
-
-def test_rouge_l():
+def test_rouge_l_by_hand():
     # reference 6 words, candidate 5, LCS 5: P = 1, R = 5/6, F1 = 10/11
     assert rouge_l("The cat sat on the mat.", "the cat on the mat") == pytest.approx(10 / 11)
-    assert rouge_l("Hello, World!", "hello world") == 1.0
+    assert rouge_l("Hello, World!", "hello world") == 1.0  # case and punctuation do not count
+    assert rouge_l("It's 42.", "it s 42") == 1.0  # the apostrophe separates words
     assert rouge_l("a b c", "c b a") == pytest.approx(1 / 3)  # LCS 1
     assert rouge_l("a a b", "a b b") == pytest.approx(2 / 3)  # LCS "a b"
     assert rouge_l("a b c d", "a b") == pytest.approx(2 * 1 * 0.5 / 1.5)  # P 1, R 1/2
+    assert rouge_l("a b c b d a b", "b d c a b a") == pytest.approx(2 * 4 / 13)  # LCS 4, e.g. b c b a
     assert rouge_l("paris", "london") == 0.0
     assert rouge_l("paris", "") == 0.0 and rouge_l("paris", "?!") == 0.0
+    assert rouge_l("naïve café", "naive cafe") == 0.0  # ASCII words only, as the reference ROUGE
+
+
+def test_text_scores_are_means_over_pairs():
+    scores = text_scores(["The cat sat on the mat.", "Paris.", "x"], ["the cat on the mat", " Paris.\n", "y"])
+    assert scores["exact_match"] == pytest.approx(1 / 3)
+    assert scores["rouge_l"] == pytest.approx((10 / 11 + 1 + 0) / 3)
+    assert text_scores([], []) == {"exact_match": 0.0, "rouge_l": 0.0}
 
 
 def test_exact_match_strips_whitespace_only():
@@ -90,7 +93,7 @@ def spam_ckpt(tmp_path_factory, shared_data, tokenizer):
     return _train(tmp_path_factory.mktemp("spam_run"), "task=spam", "task.final_splits=[test]")
 
 
-def test_instruct_report(instruct_eval, instruct_ckpt, shared_data, capsys):
+def test_instruct_report(instruct_eval, instruct_ckpt, shared_data):
     scores, out = instruct_eval
     responses = json.loads((out / "responses.json").read_text())
     entries = json.loads((shared_data / "instruction-data.json").read_text())[935:1045]  # the book's test split
@@ -99,16 +102,17 @@ def test_instruct_report(instruct_eval, instruct_ckpt, shared_data, capsys):
         assert set(r) == {"instruction", "input", "output", "model_response"}
         assert (r["instruction"], r["input"], r["output"]) == (e["instruction"], e.get("input", ""), e["output"])
     assert json.loads((out / "scores.json").read_text()) == scores
-    assert scores["n"] == 110 and scores["judge"] == {"enabled": False}
+    gen, test = scores["generation"], scores["test"]
+    assert gen["n"] == 110 and scores["judge"] == {"enabled": False} and gen["prompt_style"] == "alpaca"
     assert scores["checkpoint"] == str(instruct_ckpt.resolve())
-    for key in ("rouge_l", "exact_match", "test_loss", "test_ppl"):
-        assert math.isfinite(scores[key])
-    assert scores["rouge_l"] == pytest.approx(sum(rouge_l(r["output"], r["model_response"]) for r in responses) / 110)
-    assert scores["test_ppl"] == pytest.approx(math.exp(scores["test_loss"]))
-    # the same test loss as the Trainer's (bf16 autocast there, fp32 here) over the same tokens
+    assert 0 <= gen["exact_match"] <= 1 and 0 <= gen["rouge_l"] <= 1
+    assert gen["exact_match"] == sum(exact_match(r["output"], r["model_response"]) for r in responses) / 110
+    assert gen["rouge_l"] == pytest.approx(sum(rouge_l(r["output"], r["model_response"]) for r in responses) / 110)
+    assert test["ppl"] == pytest.approx(math.exp(test["loss"]))
+    # the task's own test step, as after training (bf16 autocast there, fp32 here), over the same tokens
     trained = json.loads((instruct_ckpt.parent.parent / "metrics.json").read_text())["splits"]["test"]
-    assert scores["test_tokens"] == trained["tokens"]
-    assert scores["test_loss"] == pytest.approx(trained["loss"], rel=1e-3)
+    assert set(test) == set(trained) and test["tokens"] == trained["tokens"]
+    assert test["loss"] == pytest.approx(trained["loss"], rel=1e-3)
 
 
 def test_existing_results_are_not_overwritten(instruct_eval, instruct_ckpt, capsys):
@@ -117,8 +121,10 @@ def test_existing_results_are_not_overwritten(instruct_eval, instruct_ckpt, caps
     again = evaluate([f"ckpt={instruct_ckpt}", "max_new_tokens=2", "limit=3"])
     assert (out / "responses.json").read_text() == before
     (sub,) = [p for p in out.iterdir() if p.is_dir()]  # a timestamped folder for the new run
-    assert len(json.loads((sub / "responses.json").read_text())) == 3 == again["n"]
-    assert str(sub / "scores.json") in capsys.readouterr().out
+    assert len(json.loads((sub / "responses.json").read_text())) == 3 == again["generation"]["n"]
+    printed = capsys.readouterr().out
+    assert str(sub / "scores.json") in printed and "3 greedy responses (up to 2 new tokens)" in printed
+    assert "ROUGE-L F1" in printed and "ppl" in printed and "judge.enabled=true" in printed
 
 
 # ---- the LLM judge, against a stand-in Ollama -------------------------------------------------
@@ -193,7 +199,7 @@ def test_judge_failure_still_writes_the_other_scores(instruct_ckpt, judge_url, t
     assert err in capsys.readouterr().out
     written = json.loads((tmp_path / "scores.json").read_text())
     assert written["judge"]["error"] == err
-    assert math.isfinite(written["rouge_l"]) and math.isfinite(written["test_loss"])
+    assert math.isfinite(written["generation"]["rouge_l"]) and math.isfinite(written["test"]["loss"])
     assert all("judge_score" not in r for r in json.loads((tmp_path / "responses.json").read_text()))
 
 
@@ -202,18 +208,21 @@ def test_spam_report(spam_ckpt, tmp_path, capsys):
     scores = evaluate([f"ckpt={spam_ckpt}", f"out={tmp_path}"])
     assert not (tmp_path / "responses.json").exists()
     assert json.loads((tmp_path / "scores.json").read_text()) == scores
-    cm = scores["confusion"]
-    assert scores["n"] == 300 == sum(map(sum, cm)) and scores["label_names"] == ["ham", "spam"]
-    assert scores["accuracy"] == pytest.approx((cm[0][0] + cm[1][1]) / 300)
+    assert "generation" not in scores and "judge" not in scores
+    test = scores["test"]
+    cm = test["confusion"]
+    assert test["n"] == 300 == sum(map(sum, cm)) and scores["label_names"] == ["ham", "spam"]
+    assert test["acc"] == pytest.approx((cm[0][0] + cm[1][1]) / 300)
     tp, fp, fn = cm[1][1], cm[0][1], cm[1][0]
-    assert scores["f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn) if tp else 0.0) and scores["f1_of"] == "spam"
+    assert test["f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn) if tp else 0.0) and scores["f1_of"] == "spam"
+    assert math.isfinite(test["loss"])
     metrics = json.loads((spam_ckpt.parent.parent / "metrics.json").read_text())
     assert [sum(row) for row in cm] == list(metrics["data"]["split_class_counts"]["test"].values())
     trained = metrics["splits"]["test"]
     # bf16 autocast in training, fp32 here: at most a near-tie or two may flip
-    assert abs(scores["accuracy"] - trained["acc"]) <= 2 / 300
+    assert set(test) == set(trained) and abs(test["acc"] - trained["acc"]) <= 2 / 300
     out = capsys.readouterr().out
-    assert "accuracy" in out and "confusion" in out and "spam" in out
+    assert "acc" in out and "f1 (spam)" in out and "confusion" in out
 
 
 # ---- bad arguments ----------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from gptft.models.gpt2 import GPT, gpt2_config
 from gptft.models.tokenizer import gpt2_tokenizer
-from gptft.models.weights import convert_hf_gpt2_state_dict, gpt2_config_from_hf, load_gpt2
+from gptft.models.gpt2_weights import convert_hf_gpt2_state_dict, gpt2_config_from_hf, load_gpt2
 
 transformers = pytest.importorskip("transformers")
 

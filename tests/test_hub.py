@@ -5,7 +5,7 @@ import pytest
 
 from gptft.models.hub import HubUnavailable
 from gptft.models.llama_weights import load_llama
-from gptft.models.weights import load_gpt2
+from gptft.models.gpt2_weights import load_gpt2
 
 
 @pytest.fixture

@@ -1,12 +1,11 @@
 """SmolLM2 (Llama architecture): gptft against `transformers` as the reference implementation.
 
-The shared GGUF is the only pretrained causal LM reachable offline; these tests skip only where
-the mirror (../shared, or GPTFT_SHARED_DIR) is absent. Loading it is slow (GGUF metadata parsing
+The shared GGUF (conftest's `shared_gguf`) is the only pretrained causal LM reachable offline; these
+tests skip only where the mirror is absent. Loading it is slow (GGUF metadata parsing
 in both libraries), so each model is loaded once per module.
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -14,12 +13,8 @@ import pytest
 import torch
 
 from gptft.models.generation import generate
-from gptft.models.hf_tokenizer import HFTokenizer
 from gptft.models.llama import Llama, LlamaConfig
 from gptft.models.llama_weights import load_llama
-
-SHARED = Path(os.environ.get("GPTFT_SHARED_DIR") or Path(__file__).resolve().parents[1].parent / "shared")
-GGUF = SHARED / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 SAMPLE = [
     "Hello, world! It's 2024-06-01; the price is $3,141.59 (approx.), 1e-9 or 0x1F.",
@@ -35,24 +30,16 @@ SAMPLE = [
 
 
 @pytest.fixture(scope="module")
-def gguf() -> Path:
-    if not SHARED.is_dir():
-        pytest.skip(f"{SHARED} is absent: these tests need the offline mirror (or GPTFT_SHARED_DIR)")
-    assert GGUF.is_file(), f"the mirror {SHARED} lacks {GGUF.name}"
-    return GGUF
-
-
-@pytest.fixture(scope="module")
-def smollm(gguf):
-    model, tok = load_llama(checkpoint=str(gguf), hub_id=None, pretrained=True, size_config=None)
+def smollm(shared_gguf):
+    model, tok = load_llama(checkpoint=str(shared_gguf), hub_id=None, pretrained=True, size_config=None)
     return model.eval(), tok
 
 
 @pytest.fixture(scope="module")
-def hf_tok(gguf):
+def hf_tok(shared_gguf):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    return AutoTokenizer.from_pretrained(shared_gguf.parent, gguf_file=shared_gguf.name)
 
 
 def test_gguf_config_from_metadata(smollm):
@@ -66,11 +53,12 @@ def test_gguf_config_from_metadata(smollm):
     assert tok.decode([tok.eot_id]) == "<|im_end|>"
 
 
-def test_logits_match_transformers_gguf(smollm, gguf):
+def test_logits_match_transformers_gguf(smollm, shared_gguf):
     from transformers import AutoModelForCausalLM
 
     model, tok = smollm
-    ref = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
+    ref = AutoModelForCausalLM.from_pretrained(shared_gguf.parent, gguf_file=shared_gguf.name,
+                                               dtype=torch.float32).eval()
     ids = torch.tensor([tok.encode("The Eiffel Tower is in Paris, the capital of France. It was built in")])
     with torch.no_grad():
         ours, theirs = model(ids), ref(ids).logits

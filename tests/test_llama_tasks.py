@@ -1,8 +1,6 @@
 """Both tasks train, save and reload with the Llama backbone and its own tokenizer (SmolLM2 shape,
 two random layers, the shared GGUF's real tokenizer), as they do with GPT-2."""
 import json
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,18 +11,19 @@ from gptft.tasks.factory import load_checkpoint
 from gptft.train import train
 from helpers import compose_cfg
 
-GGUF = Path(os.environ.get("GPTFT_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared")) / "models" / \
-    "SmolLM2-135M-Instruct.Q4_1.gguf"
-pytestmark = pytest.mark.skipif(not GGUF.is_file(), reason=f"{GGUF} is absent (the offline mirror ../shared)")
-
-TINY_LLAMA = ["model=smollm2-135m-instruct", f"model.checkpoint={GGUF}", "model.pretrained=false",
-              "model.shape.n_layer=2", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
-              "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "trainer.enable_progress_bar=false",
-              "trainer.enable_model_summary=false", "task.final_splits=[test]"]
+TINY = ["model=smollm2-135m-instruct", "model.pretrained=false", "model.shape.n_layer=2", "trainer.max_epochs=1",
+        "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
+        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "task.final_splits=[test]"]
 
 
-def test_spam_with_llama_backbone(tmp_path):
-    train(compose_cfg(tmp_path, "task=spam", *TINY_LLAMA))
+@pytest.fixture(scope="module")
+def tiny_llama(shared_gguf, shared_data) -> list[str]:
+    """Overrides for a two-layer random SmolLM2 with the shared GGUF's real tokenizer."""
+    return [*TINY, f"model.checkpoint={shared_gguf}"]
+
+
+def test_spam_with_llama_backbone(tmp_path, tiny_llama):
+    train(compose_cfg(tmp_path, "task=spam", *tiny_llama))
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["splits"]["test"]["n"] == 16 and m["prefix_cache"]["examples"] > 0
     task, tok, meta = load_checkpoint(tmp_path / "checkpoints" / "best.ckpt", expect_task="spam")
@@ -33,8 +32,8 @@ def test_spam_with_llama_backbone(tmp_path):
     assert all(abs(sum(r["probs"].values()) - 1) < 1e-4 for r in probs)
 
 
-def test_instruct_with_llama_backbone_and_chatml(tmp_path):
-    train(compose_cfg(tmp_path, "task=instruct", "data.prompt_style=chatml", "task.sample_prompts=1", *TINY_LLAMA))
+def test_instruct_with_llama_backbone_and_chatml(tmp_path, tiny_llama):
+    train(compose_cfg(tmp_path, "task=instruct", "data.prompt_style=chatml", "task.sample_prompts=1", *tiny_llama))
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["splits"]["test"]["tokens"] > 0
     task, tok, meta = load_checkpoint(tmp_path / "checkpoints" / "best.ckpt", expect_task="instruct")

@@ -15,7 +15,7 @@ from .tokenizer import Tokenizer
 
 def _gpt2_from_config(model_cfg: Mapping) -> tuple[nn.Module, Tokenizer]:
     from .tokenizer import gpt2_tokenizer
-    from .weights import load_gpt2
+    from .gpt2_weights import load_gpt2
 
     tokenizer = gpt2_tokenizer()  # first: a missing tokenizer should fail before a download
     model = load_gpt2(model_cfg["size"], pretrained=bool(model_cfg["pretrained"]), checkpoint=model_cfg["checkpoint"],

@@ -1,4 +1,4 @@
-"""The optional LLM judge of `gptft.evaluate`: an Ollama-compatible /api/chat server scores each
+"""The optional LLM judge of `python -m gptft.evaluate`: an Ollama-compatible /api/chat server scores each
 instruct response 0-100 against the reference answer."""
 from __future__ import annotations
 

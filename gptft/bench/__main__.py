@@ -1,0 +1,3 @@
+from .orchestrate import main
+
+raise SystemExit(main())
