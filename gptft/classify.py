@@ -9,7 +9,6 @@ import torch
 from .cli_args import command, parse
 from .data.collate import ClassificationCollate
 from .errors import ConfigError
-from .models.checkpoint_files import read_torch_file
 from .tasks.factory import load_checkpoint
 
 USAGE = """usage: python -m gptft.classify ckpt=PATH (text="a message" | file=TEXTS.txt) [batch_size=16]
@@ -63,7 +62,6 @@ def main(argv: list[str] | None = None) -> None:
             raise ConfigError(f"file={path} holds no non-empty lines")
     else:
         texts = [args.text]
-    read_torch_file(args.ckpt, "ckpt", mmap=True)  # a one-line refusal before anything is built
     task, tokenizer, _ = load_checkpoint(args.ckpt, expect_task="spam")
     results = classify(task, tokenizer, texts, args.batch_size)
     cut = sum(r["truncated"] for r in results)

@@ -15,7 +15,6 @@ from .cli_args import command, parse
 from .data.prompts import get_prompt_style
 from .errors import ConfigError
 from .models.build import build_backbone
-from .models.checkpoint_files import read_torch_file
 from .models.generation import generate
 from .tasks.factory import load_checkpoint
 
@@ -80,7 +79,6 @@ def main(argv: list[str] | None = None) -> None:
     check(args)
     torch.manual_seed(args.seed)
     if args.ckpt:
-        read_torch_file(args.ckpt, "ckpt", mmap=True)  # a one-line refusal before anything is built
         task, tokenizer, meta = load_checkpoint(args.ckpt, expect_task="instruct")
         model = task.backbone
         style = get_prompt_style(meta["prompt_style"])

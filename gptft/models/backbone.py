@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from .kv_cache import KVCache
+from ..errors import GptftError
 
 
 class Backbone(nn.Module):
@@ -32,7 +33,7 @@ class Backbone(nn.Module):
 
     def check_length(self, pos_offset: int, t: int) -> None:
         if pos_offset + t > self.context_length:
-            raise ValueError(f"sequence of {pos_offset + t} tokens exceeds the context length "
+            raise GptftError(f"sequence of {pos_offset + t} tokens exceeds the context length "
                              f"{self.context_length}; truncate the input")
 
     def new_kv_caches(self) -> list[KVCache]:

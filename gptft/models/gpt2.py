@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from .backbone import Backbone
 from .kv_cache import KVCache, causal_attention
+from ..errors import ConfigError
 
 
 @dataclass
@@ -38,7 +39,7 @@ class SelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         if cfg.n_embd % cfg.n_head:
-            raise ValueError(f"n_embd={cfg.n_embd} is not divisible by n_head={cfg.n_head}")
+            raise ConfigError(f"n_embd={cfg.n_embd} is not divisible by n_head={cfg.n_head}")
         self.n_head = cfg.n_head
         self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
@@ -147,5 +148,5 @@ class GPT(Backbone):
 
 def gpt2_config(name: str, **overrides) -> GPTConfig:
     if name not in SIZES:
-        raise ValueError(f"unknown GPT-2 size {name!r}; choose one of {sorted(SIZES)}")
+        raise ConfigError(f"unknown GPT-2 size {name!r}; choose one of {sorted(SIZES)}")
     return GPTConfig(**{**SIZES[name], **overrides})

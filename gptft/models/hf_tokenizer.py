@@ -21,6 +21,8 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..errors import CheckpointError, MissingCheckpoint
+
 # llama.cpp's names (tokenizer.ggml.pre) of byte-level vocabularies whose merges were learned on
 # text split GPT-2's way after isolating every number character (HF: a `Digits` pre-tokenizer).
 _DIGIT_SPLIT_PRE = {"smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva"}
@@ -117,7 +119,7 @@ class HFTokenizer:
 
         kind = meta.get("tokenizer.ggml.model")
         if kind != "gpt2":
-            raise ValueError(f"GGUF tokenizer model {kind!r} is not supported; gptft reads byte-level "
+            raise CheckpointError(f"GGUF tokenizer model {kind!r} is not supported; gptft reads byte-level "
                              f"BPE ('gpt2') vocabularies. Use a folder with tokenizer.json instead.")
         pre = meta.get("tokenizer.ggml.pre", "default")
         if pre in _DIGIT_SPLIT_PRE:
@@ -128,7 +130,7 @@ class HFTokenizer:
         elif pre in _GPT2_PRE:
             pre_tok = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
         else:
-            raise ValueError(f"GGUF pre-tokenizer {pre!r} is not supported (known: "
+            raise CheckpointError(f"GGUF pre-tokenizer {pre!r} is not supported (known: "
                              f"{sorted(_DIGIT_SPLIT_PRE | _GPT2_PRE)}); use a folder with tokenizer.json")
         tokens = list(meta["tokenizer.ggml.tokens"])
         types = list(meta.get("tokenizer.ggml.token_type") or [1] * len(tokens))
@@ -163,7 +165,7 @@ class HFTokenizer:
         folder = Path(folder)
         path = folder / "tokenizer.json"
         if not path.is_file():
-            raise FileNotFoundError(f"{folder} has no tokenizer.json; gptft needs it for the tokenizer")
+            raise MissingCheckpoint(f"{folder} has no tokenizer.json; gptft needs it for the tokenizer")
         tok = Tokenizer.from_file(str(path))
         conf = _read_json(folder / "tokenizer_config.json")
 

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from .backbone import Backbone
 from .kv_cache import KVCache, causal_attention
+from ..errors import ConfigError
 
 
 @dataclass
@@ -85,7 +86,7 @@ class Attention(nn.Module):
     def __init__(self, cfg: LlamaConfig):
         super().__init__()
         if cfg.n_embd % cfg.n_head or cfg.n_head % cfg.n_kv_head:
-            raise ValueError(
+            raise ConfigError(
                 f"need n_embd % n_head == 0 and n_head % n_kv_head == 0, got "
                 f"n_embd={cfg.n_embd}, n_head={cfg.n_head}, n_kv_head={cfg.n_kv_head}"
             )
@@ -204,5 +205,5 @@ class Llama(Backbone):
 
 def llama_config(name: str, **overrides) -> LlamaConfig:
     if name not in SIZES:
-        raise ValueError(f"unknown Llama size {name!r}; choose one of {sorted(SIZES)}")
+        raise ConfigError(f"unknown Llama size {name!r}; choose one of {sorted(SIZES)}")
     return LlamaConfig(**{**SIZES[name], **overrides})

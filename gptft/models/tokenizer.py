@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from typing import Protocol
 
+from ..errors import CheckpointError, GptftError
+
 
 class Tokenizer(Protocol):
     name: str
@@ -28,7 +30,7 @@ class TiktokenTokenizer:
             self._enc = tiktoken.get_encoding(encoding)
         except Exception as err:  # tiktoken fetches its BPE files on first use
             cache = os.environ.get("TIKTOKEN_CACHE_DIR", "<unset>")
-            raise RuntimeError(
+            raise GptftError(
                 f"could not load the tiktoken encoding {encoding!r} ({err.__class__.__name__}: {err}). "
                 f"tiktoken downloads it once and caches it; offline, set TIKTOKEN_CACHE_DIR to a "
                 f"folder holding its cache files (now {cache})."
@@ -64,4 +66,4 @@ def tokenizer_from_spec(spec: dict) -> Tokenizer:
         from .hf_tokenizer import tokenizer_from_spec as hf_from_spec
 
         return hf_from_spec(spec)
-    raise ValueError(f"unknown tokenizer spec {spec.get('kind')!r} in checkpoint")
+    raise CheckpointError(f"unknown tokenizer spec {spec.get('kind')!r} in checkpoint")

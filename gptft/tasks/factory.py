@@ -13,7 +13,6 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..data.base import TextDataModule
@@ -130,15 +129,11 @@ def load_checkpoint(path: str | Path, expect_task: str | type | None = None):
 
     expect_task: a task name (meta "task") or a task class the checkpoint's task must be."""
     from ..models.build import backbone_from_meta
+    from ..models.checkpoint_files import read_torch_file
     from ..models.tokenizer import tokenizer_from_spec
 
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; pass ckpt=PATH to a best.ckpt or last.ckpt")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({err.__class__.__name__}: {err})") from err
+    ckpt = read_torch_file(path, "ckpt")
     meta = checked_meta(path, ckpt.get("gptft") if isinstance(ckpt, dict) else None)
     cls = _lookup(task_classes(), meta["task_class"], path, "the task class")
     wrong = (meta["task"] != expect_task) if isinstance(expect_task, str) else (

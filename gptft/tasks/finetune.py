@@ -5,6 +5,7 @@ import logging
 
 import torch
 import torch.nn as nn
+from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ def configure_trainable(backbone: nn.Module, mode: str, trainable_blocks: int = 
         return 0
     if mode == "last_blocks":
         if not 1 <= trainable_blocks <= n:
-            raise ValueError(
+            raise ConfigError(
                 f"finetune.trainable_blocks={trainable_blocks} is out of range: the model has {n} "
                 f"blocks; use 1..{n}, or finetune.mode=full / head_only"
             )
@@ -31,7 +32,7 @@ def configure_trainable(backbone: nn.Module, mode: str, trainable_blocks: int = 
     elif mode == "head_only":
         boundary = n
     else:
-        raise ValueError(f"unknown finetune.mode={mode!r}; choose one of {', '.join(MODES)}")
+        raise ConfigError(f"unknown finetune.mode={mode!r}; choose one of {', '.join(MODES)}")
     backbone.requires_grad_(False)
     for block in backbone.blocks[boundary:]:
         block.requires_grad_(True)
