@@ -44,3 +44,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             write_atomic(path, lambda f: torch.save(checkpoint, f), size_hint=payload_bytes(checkpoint))
         except WriteFailed as err:
             raise CheckpointError(f"checkpoint not saved: {err}") from None
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
+        """Always weights_only=True: a checkpoint is data (resume and scoring go through here; Lightning's
+        default would unpickle anything)."""
+        if map_location is None:
+            return super().load_checkpoint(path, weights_only=True)
+        return super().load_checkpoint(path, map_location=map_location, weights_only=True)

@@ -91,12 +91,13 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, callbacks: tuple = ()) -> dict:
         # checkpoints are written atomically, by callbacks.model_checkpoint alone (no default ModelCheckpoint)
         plugins=[AtomicCheckpointIO()], enable_checkpointing=False,
     )
-    trainer.fit(task, datamodule=dm, ckpt_path=cfg.ckpt_path)
+    trainer.fit(task, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)
     ckpt = next((c for c in trainer.callbacks if isinstance(c, BestAndLastCheckpoint)), None)
     last = (ckpt.last_model_path or None) if ckpt else None
     best = (ckpt.best_model_path or last) if ckpt else None
     scored = best if cfg.task.test_ckpt == "best" else last
-    trainer.test(task, dataloaders=[dm.eval_dataloader(s) for s in task.test_splits], ckpt_path=scored, verbose=False)
+    trainer.test(task, dataloaders=[dm.eval_dataloader(s) for s in task.test_splits], ckpt_path=scored, verbose=False,
+                 weights_only=True)
     log_run_summary(trainer.loggers, cfg, {f"{split_prefix(s)}/{k}": v for s, d in task.final.items()
                                            for k, v in d.items() if not isinstance(v, list)}, trainer.global_step)
 

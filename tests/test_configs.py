@@ -11,7 +11,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
 from gptft.models.build import ARCHS
-from gptft.runtime import resolve_trainer_kwargs
+from gptft.runtime import cpu_bf16_is_fast, resolve_trainer_kwargs
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 GROUPS = {g: sorted(p.stem for p in (Path(CONF) / g).glob("*.yaml"))
@@ -48,7 +48,8 @@ def test_device_precision_compose(device, precision):
         with pytest.raises(ValueError, match="needs a GPU"):
             resolve_trainer_kwargs({**cfg.trainer, "accelerator": "cpu"})
     else:
-        want = {"32": "32-true", "bf16": "bf16-mixed", "auto": "bf16-mixed"}[precision]
+        auto = "bf16-mixed" if cpu_bf16_is_fast() else "32-true"  # this CPU's own answer, probed
+        want = {"32": "32-true", "bf16": "bf16-mixed", "auto": auto}[precision]
         assert resolve_trainer_kwargs({**cfg.trainer, "accelerator": "cpu"})["precision"] == want
 
 
@@ -132,7 +133,8 @@ def test_every_recipe_composes_and_instantiates(tmp_path):
             for name, node in cfg.logger.items():  # MLflow's client would create its database: resolve the class
                 get_class(node._target_) if name == "mlflow" else instantiate(node)
             if device in ("cpu", "auto"):
-                assert resolve_trainer_kwargs({**cfg.trainer, "accelerator": device})["precision"] == "bf16-mixed"
+                assert resolve_trainer_kwargs({**cfg.trainer, "accelerator": device})["precision"] == (
+                    "bf16-mixed" if cpu_bf16_is_fast() else "32-true")
     pairs = len(GROUPS["task"]) * len(GROUPS["model"]) * 4
     assert len(combos) == 96 and len(seen["device"]) == len(seen["logger"]) == pairs
 

@@ -118,8 +118,9 @@ def _splits(run_dir: Path) -> dict:
 
 def test_resume_after_kill_equals_the_uninterrupted_run(tmp_path):
     # validation every 4 of 6 batches: the kill lands mid-epoch, after a mid-epoch checkpoint; dropout on, so
-    # the random generators must be restored too
-    recipe = ["trainer.max_epochs=2", "trainer.val_check_interval=4", "model.dropout=0.1", "finetune.cache_prefix=false",
+    # the random generators must be restored too; the frozen-prefix cache on (the default), so it must be
+    # refilled exactly as the first run filled it
+    recipe = ["trainer.max_epochs=2", "trainer.val_check_interval=4", "model.dropout=0.1",
               "optimizer.lr=1e-3"]
     tmpdir = tmp_path / "tmp"
     whole = _start(tmp_path / "whole", tmpdir, *recipe)

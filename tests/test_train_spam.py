@@ -92,11 +92,10 @@ def test_prefix_cache_is_invisible_spam(tmp_path, extra):
     plain, m_plain = _losses(tmp_path, False, "task=spam", *extra)
     assert len(cached) == len(plain) == 24
     assert m_cached["prefix_cache"]["examples"] > 0 and m_plain["prefix_cache"] is None
-    # bf16: the uncached path itself rounds differently when a message is re-batched with other
-    # padding in epoch 2, so only there the paths agree to bf16's precision rather than fp32's
+    # bf16: a row's rounding depends on the padding of the batch that computes it, and the cache is filled
+    # in the unshuffled order (so a resumed run refills it bit for bit): the paths agree to bf16's precision
     tol = 5e-3 if "precision=bf16" in extra else 1e-5
     assert torch.allclose(torch.tensor(cached), torch.tensor(plain), atol=tol, rtol=0)
-    assert torch.allclose(torch.tensor(cached[:12]), torch.tensor(plain[:12]), atol=1e-5, rtol=0)  # epoch 1: same batches
     assert abs(m_cached["splits"]["val"]["acc"] - m_plain["splits"]["val"]["acc"]) < 1e-6
 
 

@@ -74,18 +74,37 @@ class FinetuneTask(L.LightningModule):
         """Why the prefix cache would be wrong for this task's settings (None: it is valid)."""
         return None
 
+    def _new_cache(self) -> PrefixCache:
+        return PrefixCache(self.boundary, self._cache_dtype, int(float(self.finetune["cache_max_gb"]) * 2**30))
+
     # -- the forward pass every task uses ---------------------------------------------------
     def hidden_states(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """(B, T, d) after the final norm."""
         bb, ids = self.backbone, batch["input_ids"]
         if self._cache_wanted and self.prefix_cache is None:
-            max_gb = float(self.finetune["cache_max_gb"])
-            self.prefix_cache = PrefixCache(self.boundary, self._cache_dtype, int(max_gb * 2**30))
+            self.prefix_cache = self._new_cache()
         if self.prefix_cache is not None:
             x = self.prefix_cache.hidden(bb, ids, batch["lengths"], batch["example_id"])
         else:
             x = bb.run_blocks(bb.embed(ids), 0, self.boundary)
         return bb.final_norm(bb.run_blocks(x, self.boundary, None))
+
+    def on_train_start(self) -> None:
+        """Fill the prefix cache from the train split in its fixed, unshuffled order. A cached row's last bits
+        depend on the batch that computed it; filled this way they are the same in every run, so a resumed
+        run (whose first epoch is a later, differently shuffled one) continues bit for bit."""
+        dm = self.trainer.datamodule
+        if not self._cache_wanted or not hasattr(dm, "eval_dataloader"):
+            return
+        if self.prefix_cache is None:
+            self.prefix_cache = self._new_cache()
+        set_train_mode(self.backbone, self.boundary, True)
+        bb = self.backbone
+        with self.trainer.precision_plugin.forward_context():  # the dtype the training steps compute in
+            for batch in dm.eval_dataloader("train"):
+                batch = self.transfer_batch_to_device(batch, self.device, 0)
+                self.prefix_cache.hidden(bb, batch["input_ids"], batch["lengths"], batch["example_id"])
+        log.info("frozen-prefix cache filled: %d train examples", len(self.prefix_cache))
 
     def on_train_epoch_start(self) -> None:
         # Lightning puts every module in train mode; the frozen prefix must run without dropout
