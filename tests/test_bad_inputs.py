@@ -140,7 +140,7 @@ CASES = [
     (G, ["prompt=hi", "top_p=2"], "top_p", IN),
     (G, ["model=gpt2", "checkpoint={trunc_st}", "prompt=hi"], "not a readable safetensors file", IN),
     (E, ["ckpt={missing}"], "does not exist", IN),
-    (E, ["ckpt={trunc_ckpt}"], "not a readable PyTorch checkpoint", SUB),
+    (E, ["ckpt={trunc_ckpt}"], "truncated", SUB),
     (E, ["ckpt={best}", "device=tpu"], "device must be auto, cpu or cuda", IN),
 ]
 SUBS = [i for i, case in enumerate(CASES) if case[3] == SUB]
