@@ -182,7 +182,6 @@ def test_classify_pads_to_the_training_width():
 
 def test_classify_command_reports_truncation(monkeypatch, capsys):
     task = StandInTask(context=64, pad_width=6)
-    monkeypatch.setattr(classify_mod, "read_torch_file", lambda *a, **k: None)
     monkeypatch.setattr(classify_mod, "load_checkpoint", lambda *a, **k: (task, WORDS, task.meta))
     classify_main(["ckpt=x", "text=" + "w " * 10])
     captured = capsys.readouterr()

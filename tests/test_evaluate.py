@@ -235,7 +235,7 @@ def test_bad_arguments_exit_cleanly(tmp_path, instruct_ckpt):
         evaluate([f"ckpt={not_gptft}"])
     text = tmp_path / "notes.txt"
     text.write_text("hello")
-    with pytest.raises(SystemExit, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(SystemExit, match="not a PyTorch checkpoint"):
         evaluate([f"ckpt={text}"])
     with pytest.raises(SystemExit, match="unknown argument"):
         evaluate([f"ckpt={instruct_ckpt}", "max_tokens=3"])
