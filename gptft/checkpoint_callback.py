@@ -67,7 +67,7 @@ class BestAndLastCheckpoint(L.Callback):
     # ---- writing
     def _save(self, trainer, path: Path) -> None:
         start = time.perf_counter()
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # the full state (resume); also silences its log line
         self.write_s += time.perf_counter() - start
 
     def _save_last(self, trainer) -> None:

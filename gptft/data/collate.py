@@ -95,14 +95,12 @@ class EpochShuffle(RandomSampler):
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
-        # replay the draws a seeded DataLoader(shuffle=True) makes per epoch (a worker base seed, the
-        # permutation, and RandomSampler's empty remainder permutation): the orders of earlier gptft
-        # versions, so their results reproduce
+        # replay the draws a seeded DataLoader(shuffle=True) made per epoch under Lightning (a worker base
+        # seed, then the permutation): the orders of earlier gptft versions, so their results reproduce
         g, n = torch.Generator().manual_seed(self.seed), len(self.data_source)
         for _ in range(self.epoch + 1):
             torch.empty((), dtype=torch.int64).random_(generator=g)
             order = torch.randperm(n, generator=g)
-            torch.randperm(n, generator=g)
         return iter(order.tolist())
 
 
