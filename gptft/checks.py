@@ -89,7 +89,7 @@ def weights_path(v, cfg=None):
 
 RULES = {
     "seed": seed,
-    "optimizer.lr": positive_number,
+    "optimizer.lr": non_negative_number,
     "optimizer.weight_decay": non_negative_number,
     "data.batch_size": positive_int,
     "data.num_workers": non_negative_int,

@@ -52,7 +52,7 @@ def instantiate_all(group: DictConfig, kind: str) -> list:
             cause = err.__cause__
             if isinstance(cause, ImportError) or "Error locating target" in str(err):
                 reason = " ".join(str(cause or err).split())  # Hydra's message spans lines
-                raise ConfigError(f"{kind}.{name}: cannot import {node._target_} ({reason}); install what it "
+                raise ConfigError(f"{kind}.{name}: cannot import {node['_target_']} ({reason}); install what it "
                                   f"needs (logger=mlflow: pip install -e '.[mlflow]') or fix the name") from None
             raise
     return out

@@ -96,7 +96,6 @@ CASES = [
     (T, ["optimizer.lr=-1"], "optimizer.lr=-1", SUB),
     (T, ["optimizer.lr=nan"], "optimizer.lr=nan", IN),
     (T, ["optimizer.lr=abc"], "optimizer.lr=abc", SUB),
-    (T, ["optimizer.lr=0"], "optimizer.lr=0", IN),
     (T, ["optimizer.weight_decay=-0.1"], "optimizer.weight_decay=-0.1", IN),
     (T, ["data.batch_size=abc"], "data.batch_size=abc", SUB),
     (T, ["data.batch_size=0"], "data.batch_size=0", IN),
