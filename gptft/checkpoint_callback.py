@@ -45,7 +45,6 @@ class BestAndLastCheckpoint(L.Callback):
         self._epoch = 0          # the epoch being trained and the batches it has finished
         self._batches_done = 0
         self._resume_rng: dict | None = None
-        self._resumed_state = False  # the checkpoint resumed from had this callback's state
 
     # ---- decisions
     def _score(self, trainer) -> float:
@@ -92,13 +91,13 @@ class BestAndLastCheckpoint(L.Callback):
             raise ConfigError("BestAndLastCheckpoint writes atomically only with "
                               "L.Trainer(plugins=[gptft.checkpoint_io.AtomicCheckpointIO()])")
 
-    def on_fit_start(self, trainer, pl_module) -> None:
-        if not (trainer.ckpt_path and self._resumed_state):
-            return
-        start = getattr(trainer.datamodule, "start_train_at", None)
+    def _continue_data(self) -> None:
+        """Hand the position to the data module before Lightning builds its first train iterator (it does so
+        while configuring the optimizers when a schedule asks for the total steps)."""
+        start = getattr(self._trainer.datamodule, "start_train_at", None)
         if start is None:
-            raise CheckpointError(f"ckpt_path={trainer.ckpt_path}: resuming needs a gptft data module, which "
-                                  f"continues the data where the checkpoint stopped")
+            raise CheckpointError(f"ckpt_path={self._trainer.ckpt_path}: resuming needs a gptft data module, "
+                                  f"which continues the data where the checkpoint stopped")
         start(self._epoch, self._batches_done)
         if self._batches_done:  # Lightning cannot see that the data module continues mid-epoch exactly
             warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before")
@@ -150,7 +149,7 @@ class BestAndLastCheckpoint(L.Callback):
         self._epoch = state_dict.get("next_epoch", 0)
         self._batches_done = state_dict.get("next_batch", 0)
         self._resume_rng = state_dict.get("rng")
-        self._resumed_state = True
+        self._continue_data()
 
 
 def rng_state() -> dict:
