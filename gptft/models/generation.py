@@ -31,7 +31,6 @@ def pick_next(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-@torch.no_grad()
 def generate(
     model,
     prompt_ids: list[int],
@@ -48,6 +47,23 @@ def generate(
 
     Decoding stops early when the context window is full.
     """
+    return list(generate_stream(model, prompt_ids, max_new_tokens, temperature=temperature, top_k=top_k,
+                                top_p=top_p, eos_id=eos_id, use_cache=use_cache, generator=generator))
+
+
+def generate_stream(
+    model,
+    prompt_ids: list[int],
+    max_new_tokens: int,
+    *,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_id: int | None = None,
+    use_cache: bool = True,
+    generator: torch.Generator | None = None,
+):
+    """`generate`, one new token id at a time (the server streams them as they come)."""
     if not prompt_ids:
         raise GptftError("generation needs a non-empty prompt")
     device = next(model.parameters()).device
@@ -60,18 +76,18 @@ def generate(
     model.eval()
     ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)
     caches = model.new_kv_caches() if use_cache else None
-    out: list[int] = []
     step_input, offset = ids, 0
     try:
         for _ in range(max_new_tokens):
             if offset + step_input.shape[1] > limit:
                 break
-            logits = model(step_input, kv_caches=caches, pos_offset=offset)[:, -1]
+            with torch.no_grad():
+                logits = model(step_input, kv_caches=caches, pos_offset=offset)[:, -1]
             nxt = pick_next(logits, temperature, top_k, top_p, generator)
             token = int(nxt.item())
             if eos_id is not None and token == eos_id:
                 break
-            out.append(token)
+            yield token
             if use_cache:
                 offset += step_input.shape[1]
                 step_input = nxt.view(1, 1)
@@ -81,4 +97,3 @@ def generate(
     finally:
         for m, training in modes.items():
             m.training = training  # not m.train(): that recurses into children
-    return out
