@@ -24,20 +24,24 @@ from .scoring import test_metrics
 from .text_metrics import text_scores
 
 USAGE = """usage: python -m gptft.evaluate ckpt=PATH [out=DIR] [max_new_tokens=256] [limit=null] [device=auto]
-         [judge.enabled=false] [judge.url=http://localhost:11434] [judge.model=llama3] [judge.timeout=120]
+         [judge.enabled=false] [judge.api=ollama] [judge.url=http://localhost:11434] [judge.model=llama3]
+         [judge.api_key=null] [judge.timeout=120]
   ckpt            a gptft checkpoint (instruct or spam), e.g. outputs/instruct/<time>/checkpoints/best.ckpt
   out             output folder; default <run folder>/eval. Existing results there are never
                   overwritten: the new ones go to a timestamped subfolder instead
   max_new_tokens  generation budget per response (instruct)
   limit           generate for the first N test entries only (instruct; the test metrics always use all)
   device          auto (cuda when available) | cpu | cuda
-  judge.*         an Ollama-compatible server scoring each response 0-100 (instruct; off by default)"""
+  judge.*         an LLM server scoring each response 0-100 (instruct; off by default): judge.api=ollama
+                  (Ollama's /api/chat) or openai (any OpenAI-compatible server, e.g. python -m gptft.serve;
+                  judge.url its root, judge.api_key its key if it needs one)"""
 
 DEFAULTS = {
     "ckpt": None, "out": None, "max_new_tokens": 256, "limit": None, "device": "auto",
-    "judge": {"enabled": False, "url": "http://localhost:11434", "model": "llama3", "timeout": 120.0},
+    "judge": {"enabled": False, "api": "ollama", "url": "http://localhost:11434", "model": "llama3",
+              "api_key": None, "timeout": 120.0},
 }
-TYPES = {"limit": int}
+TYPES = {"limit": int, "judge.api_key": str}
 RESULT_FILES = ("responses.json", "scores.json")
 
 
@@ -76,6 +80,8 @@ def check_args(args) -> None:
         raise ConfigError(f"max_new_tokens must be a positive integer, got {args.max_new_tokens!r}")
     if args.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"device must be auto, cpu or cuda, got {args.device!r}")
+    if args.judge.api not in ("ollama", "openai"):
+        raise ConfigError(f"judge.api must be ollama or openai, got {args.judge.api!r}")
 
 
 def generation_scores(task, tokenizer, dm, args, device: str, out: Path) -> tuple[dict, dict]:

@@ -1,5 +1,6 @@
-"""The optional LLM judge of `python -m gptft.evaluate`: an Ollama-compatible /api/chat server scores each
-instruct response 0-100 against the reference answer."""
+"""The optional LLM judge of `python -m gptft.evaluate`: a chat server scores each instruct response 0-100
+against the reference answer. `judge.api=ollama`: Ollama's /api/chat; `judge.api=openai`: any
+OpenAI-compatible /v1/chat/completions (OpenAI, vLLM, llama.cpp's server, `python -m gptft.serve`)."""
 from __future__ import annotations
 
 import json
@@ -38,14 +39,38 @@ def parse_score(text: str) -> int | None:
     return round(value) if 0 <= value <= 100 else None
 
 
-def ask_judge(url: str, model: str, content: str, timeout: float) -> str:
-    """The reply text of an Ollama-compatible /api/chat call (deterministic options)."""
-    body = {"model": model, "messages": [{"role": "user", "content": content}], "stream": False,
-            "options": {"temperature": 0, "seed": 123}}
-    endpoint = url.rstrip("/") + "/api/chat"
-    req = urllib.request.Request(endpoint, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
-    hint = f"Ollama (or a compatible server) must be running at {url} with the model pulled, e.g. `ollama run {model}`"
+def _endpoint(url: str, api: str) -> str:
+    url = url.rstrip("/")
+    if api == "ollama":
+        return url + "/api/chat"
+    return url + ("/chat/completions" if url.endswith("/v1") else "/v1/chat/completions")
+
+
+def _request(api: str, model: str, content: str) -> dict:
+    messages = [{"role": "user", "content": content}]
+    if api == "ollama":
+        return {"model": model, "messages": messages, "stream": False, "options": {"temperature": 0, "seed": 123}}
+    return {"model": model, "messages": messages, "stream": False, "temperature": 0, "seed": 123}
+
+
+def _reply_text(api: str, reply) -> str:
+    if api == "ollama":
+        return str(reply["message"]["content"])
+    return str(reply["choices"][0]["message"]["content"])
+
+
+def ask_judge(url: str, model: str, content: str, timeout: float, api: str = "ollama",
+              api_key: str | None = None) -> str:
+    """The reply text of one chat call (deterministic options) to an Ollama or OpenAI-compatible server."""
+    endpoint = _endpoint(url, api)
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    req = urllib.request.Request(endpoint, data=json.dumps(_request(api, model, content)).encode(), method="POST",
+                                 headers=headers)
+    hint = (f"Ollama (or a compatible server) must be running at {url} with the model pulled, e.g. `ollama run {model}`"
+            if api == "ollama" else f"an OpenAI-compatible server must answer at {url} for model {model!r} "
+                                   f"(judge.api_key for its key), e.g. `python -m gptft.serve ckpt=...`")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             reply = json.loads(resp.read().decode("utf-8"))
@@ -58,27 +83,27 @@ def ask_judge(url: str, model: str, content: str, timeout: float) -> str:
     except ValueError as err:
         raise JudgeError(f"LLM judge: {endpoint} did not return JSON ({err}). {hint}") from None
     try:
-        return str(reply["message"]["content"])
-    except (KeyError, TypeError):
-        raise JudgeError(f"LLM judge: {endpoint} returned no message.content: {str(reply)[:200]}. {hint}") from None
+        return _reply_text(api, reply)
+    except (KeyError, IndexError, TypeError):
+        raise JudgeError(f"LLM judge: {endpoint} returned no reply text: {str(reply)[:200]}. {hint}") from None
 
 
 def run_judge(records: list[dict], prompts: list[str], cfg) -> dict:
     """Adds "judge_score" to each record; returns the summary for scores.json.
 
-    `cfg` has url, model and timeout. The first transport error stops judging: every later call
+    `cfg` has api, url, model, api_key and timeout. The first transport error stops judging: every later call
     would fail the same way.
     """
     scores = []
     try:
         for rec, prompt in zip(tqdm(records, desc="judging", unit="resp"), prompts):
             reply = ask_judge(cfg.url, cfg.model, judge_prompt(prompt, rec["output"], rec["model_response"]),
-                              float(cfg.timeout))
+                              float(cfg.timeout), cfg.api, cfg.api_key)
             scores.append(parse_score(reply))
     except JudgeError as err:
-        return {"url": cfg.url, "model": cfg.model, "error": str(err)}
+        return {"api": cfg.api, "url": cfg.url, "model": cfg.model, "error": str(err)}
     for rec, s in zip(records, scores):
         rec["judge_score"] = s
     valid = [s for s in scores if s is not None]
-    return {"url": cfg.url, "model": cfg.model, "mean": sum(valid) / len(valid) if valid else None,
+    return {"api": cfg.api, "url": cfg.url, "model": cfg.model, "mean": sum(valid) / len(valid) if valid else None,
             "n_scored": len(valid), "n_unparsed": len(scores) - len(valid), "scores": scores}
