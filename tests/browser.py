@@ -70,7 +70,10 @@ class Browser:
         """The first truthy value of `expression`, polled until `limit_s` seconds have passed."""
         deadline = time.monotonic() + limit_s
         while time.monotonic() < deadline:
-            value = self.js(expression)
+            try:
+                value = self.js(expression)
+            except RuntimeError:  # e.g. the page is still loading: its elements do not exist yet
+                value = None
             if value:
                 return value
             time.sleep(0.1)

@@ -1,9 +1,11 @@
 """Shared test helpers: compose the real configs, record per-step training losses."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra import compose, initialize_config_dir
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
@@ -20,3 +22,23 @@ class LossRecorder(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.losses.append(float(outputs["loss"]))
+
+
+def train_ckpt(run_dir, *overrides):
+    """Train a run with these overrides in `run_dir`; its best.ckpt."""
+    from gptft.train import train
+
+    train(compose_cfg(run_dir, *overrides))
+    return run_dir / "checkpoints" / "best.ckpt"
+
+
+@contextmanager
+def torch_threads(n: int):
+    """One-token decoding of a tiny model: extra threads only add synchronisation (10x slower on a busy
+    2-core machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -15,8 +15,7 @@ import torch
 from gptft.evaluate import main as evaluate
 from gptft.evaluation.judge import parse_score
 from gptft.evaluation.text_metrics import exact_match, text_scores
-from gptft.train import train
-from helpers import compose_cfg
+from helpers import torch_threads, train_ckpt
 
 QUICK = ["model=gpt2-tiny", "trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
          "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
@@ -63,17 +62,12 @@ def test_parse_score():
 # ---- checkpoints --------------------------------------------------------------------------------
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    # one-token decoding of a tiny model: extra threads only add synchronisation (10x slower
-    # on a busy 2-core machine)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 def _train(run_dir, *overrides):
-    train(compose_cfg(run_dir, *overrides, *QUICK))
-    return run_dir / "checkpoints" / "best.ckpt"
+    return train_ckpt(run_dir, *overrides, *QUICK)
 
 
 @pytest.fixture(scope="module")

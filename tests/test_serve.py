@@ -13,7 +13,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import torch
 
 from gptft.classify import classify, main as classify_main
 from gptft.cli_args import command
@@ -24,9 +23,8 @@ from gptft.serve.process import running_server
 from gptft.serve.server import main as serve_main
 from gptft.serve.text_stream import TextStream
 from gptft.tasks.factory import load_checkpoint
-from gptft.train import train
 from browser import Browser, find_browser
-from helpers import compose_cfg
+from helpers import torch_threads, train_ckpt
 
 openai = pytest.importorskip("openai")
 
@@ -41,25 +39,18 @@ LONG = "please call me back " * 400  # about 1,600 tokens: more than gpt2-tiny's
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _train(run_dir, *overrides):
-    train(compose_cfg(run_dir, *overrides, *QUICK))
-    return run_dir / "checkpoints" / "best.ckpt"
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")
 def spam_ckpt(tmp_path_factory, shared_data, tokenizer):
-    return _train(tmp_path_factory.mktemp("spam_run"), "task=spam")
+    return train_ckpt(tmp_path_factory.mktemp("spam_run"), "task=spam", *QUICK)
 
 
 @pytest.fixture(scope="module")
 def instruct_ckpt(tmp_path_factory, shared_data, tokenizer):
-    return _train(tmp_path_factory.mktemp("instruct_run"), "task=instruct", "task.sample_prompts=0")
+    return train_ckpt(tmp_path_factory.mktemp("instruct_run"), "task=instruct", "task.sample_prompts=0", *QUICK)
 
 
 @pytest.fixture(scope="module")
@@ -274,12 +265,12 @@ def browser():
     b.close()
 
 
-STATUS = "document.getElementById('status').textContent"
+STATUS = "document.getElementById('status')?.textContent"
 
 
 def submit(browser, url: str, text: str, limit_s: float) -> None:
     browser.open(url + f"/?api_key={KEY}")
-    browser.wait_for(f"{STATUS} === 'ready'", 60)
+    browser.wait_for(f"location.origin === {json.dumps(url)} && {STATUS} === 'ready'", 60)
     assert browser.js("location.search") == ""  # the key left the address bar
     browser.js(f"document.getElementById('text').value = {json.dumps(text)}; document.getElementById('send').click()")
     assert browser.wait_for(f"['done', 'error'].includes({STATUS}) && {STATUS}", limit_s) == "done", \

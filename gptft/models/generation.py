@@ -31,24 +31,11 @@ def pick_next(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def generate(
-    model,
-    prompt_ids: list[int],
-    max_new_tokens: int,
-    *,
-    temperature: float = 0.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    eos_id: int | None = None,
-    use_cache: bool = True,
-    generator: torch.Generator | None = None,
-) -> list[int]:
-    """New token ids after `prompt_ids`, stopping at `eos_id` (not returned) or the budget.
-
-    Decoding stops early when the context window is full.
-    """
-    return list(generate_stream(model, prompt_ids, max_new_tokens, temperature=temperature, top_k=top_k,
-                                top_p=top_p, eos_id=eos_id, use_cache=use_cache, generator=generator))
+def generate(model, prompt_ids: list[int], max_new_tokens: int, **options) -> list[int]:
+    """New token ids after `prompt_ids`, stopping at `eos_id` (not returned) or the budget; decoding also
+    stops when the context window is full. `options`: those of `generate_stream` (temperature, top_k,
+    top_p, eos_id, use_cache, generator)."""
+    return list(generate_stream(model, prompt_ids, max_new_tokens, **options))
 
 
 def generate_stream(

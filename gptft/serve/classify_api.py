@@ -45,6 +45,19 @@ class PredictRequest(BaseModel):
         return self
 
 
+class OnDevice:
+    """The task, given `gptft.classify`'s CPU batches on its own device (LitServe may pick a GPU)."""
+
+    def __init__(self, task, device):
+        self.task, self.device = task, device
+
+    def __call__(self, batch):
+        return self.task({k: v.to(self.device) for k, v in batch.items()})
+
+    def __getattr__(self, name):  # label_names, backbone, meta: the task's
+        return getattr(self.task, name)
+
+
 class ClassifyAPI(ls.LitAPI):
     def __init__(self, ckpt: str, rows_per_forward: int = 64, **kwargs):
         super().__init__(**kwargs)
@@ -55,7 +68,7 @@ class ClassifyAPI(ls.LitAPI):
         from ..tasks.factory import load_checkpoint
 
         task, self.tokenizer, _ = load_checkpoint(self.ckpt, expect_task=ClassifierTask)
-        self.task = task.to(device)
+        self.task = OnDevice(task.to(device), device)
 
     def decode_request(self, request: PredictRequest):
         return {"texts": [request.text] if request.texts is None else request.texts, "single": request.texts is None}

@@ -74,8 +74,7 @@ def build(args, meta: dict, context_length: int):
         api = ChatAPI(str(ckpt), spec=ChatSpec(meta, context_length, args.max_tokens))
     info["batching"] = {"max_batch_size": api.max_batch_size, "batch_timeout": api.batch_timeout}
     page = (Path(__file__).with_name("page.html")).read_bytes()
-    accelerator = {"auto": "auto", "cpu": "cpu", "cuda": "cuda"}[args.device]
-    server = ls.LitServer(api, accelerator=accelerator, devices=1, timeout=args.timeout,
+    server = ls.LitServer(api, accelerator=args.device, devices=1, timeout=args.timeout,
                           max_payload_size=MAX_PAYLOAD, disable_openapi_url=True,
                           middlewares=[(Front, {"api_key": args.api_key, "page": page, "info": info})])
     errors.install(server.app)
