@@ -66,10 +66,11 @@ def chat_url(instruct_ckpt, tmp_path_factory):
         yield url
 
 
-def http(url: str, body=None, key: str | None = KEY, method: str | None = None, raw: bytes | None = None):
+def http(url: str, body=None, key: str | None = KEY, method: str | None = None, raw: bytes | None = None,
+         content_type: str = "application/json"):
     """(status, parsed JSON body or text) of one request."""
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": content_type}
     if key:
         headers["Authorization"] = f"Bearer {key}"
     req = urllib.request.Request(url, data=data, headers=headers, method=method or ("POST" if data else "GET"))
@@ -165,6 +166,11 @@ def test_bad_predict_requests(spam_url, case):
     assert status == want and words.lower() in answer["error"]["message"].lower(), answer
     status, good = http(spam_url + "/predict", {"text": "still there?"})
     assert status == 200 and good["label"] in ("ham", "spam")
+
+
+def test_body_not_sent_as_json(spam_url):
+    status, answer = http(spam_url + "/predict", {"text": "hi"}, content_type="application/x-www-form-urlencoded")
+    assert status == 400 and "Content-Type: application/json" in answer["error"]["message"]
 
 
 USER = [{"role": "user", "content": "Name a colour."}]

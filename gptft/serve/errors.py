@@ -38,6 +38,9 @@ def describe_validation(errors) -> tuple[str, str | None]:
 
 async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     message, param = describe_validation(exc.errors())
+    kind = request.headers.get("content-type", "")
+    if kind and "json" not in kind:  # FastAPI then does not parse the body at all
+        message = f"the body must be JSON sent as 'Content-Type: application/json', not {kind!r} ({message})"
     return JSONResponse(error_body(message, param=param), status_code=400)
 
 
