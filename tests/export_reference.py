@@ -1,9 +1,10 @@
 """Run by tests/test_export.py in a fresh interpreter that cannot import gptft: what `transformers` alone
 makes of exported folders. argv: jobs.json results.json. Each job names a folder (and a gguf_file) and asks for
-  logits       {name: token ids}: the logits of each sequence, alone
+  logits       {name: token ids}: the logits of each sequence, alone (saved as tensors: results.json.pt)
   texts        texts classified in padded batches of 16 with the exported tokenizer: ids, logits, labels
   generate     [token ids]: greedy continuations of max_new_tokens
   chat         [messages]: ids of apply_chat_template(..., add_generation_prompt=True)
+  tokenizer    false: skip the tokenizer (GGUF builds it from the vocabulary, which takes seconds)
 """
 import json
 import sys
@@ -20,14 +21,14 @@ from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassificati
                           AutoTokenizer)
 
 
-def run(job: dict) -> dict:
+def run(name: str, job: dict, tensors: dict) -> dict:
     where = {"gguf_file": job["gguf_file"]} if job.get("gguf_file") else {}
     auto = AutoModelForSequenceClassification if job["kind"] == "classifier" else AutoModelForCausalLM
     model = auto.from_pretrained(job["folder"], dtype=torch.float32, **where).eval()
-    tok = AutoTokenizer.from_pretrained(job["folder"], **where)
+    tok = AutoTokenizer.from_pretrained(job["folder"], **where) if job.get("tokenizer", True) else None
     out = {"class": type(model).__name__, "config": json.loads(model.config.to_json_string())}
     with torch.no_grad():
-        out["logits"] = {k: model(torch.tensor([ids])).logits[0].tolist() for k, ids in job.get("logits", {}).items()}
+        tensors[name] = {k: model(torch.tensor([ids])).logits[0] for k, ids in job.get("logits", {}).items()}
         if job.get("texts"):
             texts, labels, logits = job["texts"], [], []
             for start in range(0, len(texts), 16):
@@ -47,6 +48,8 @@ def run(job: dict) -> dict:
 
 if __name__ == "__main__":
     jobs = json.loads(open(sys.argv[1], encoding="utf-8").read())
-    results = {name: run(job) for name, job in jobs.items()}
+    tensors = {}
+    results = {name: run(name, job, tensors) for name, job in jobs.items()}
+    torch.save(tensors, sys.argv[2] + ".pt")
     with open(sys.argv[2], "w", encoding="utf-8") as f:
         json.dump(results, f)

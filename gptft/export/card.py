@@ -28,7 +28,7 @@ def _scores(splits: dict) -> list[str]:
 def model_card(meta: dict, ckpt: Path, files: str, usage: str) -> str:
     model, data = meta.get("model") or {}, meta["data_args"]
     base = model.get("hub_id") or model.get("checkpoint") or model.get("name") or meta["arch"]
-    trained = "pretrained" if model.get("pretrained", True) else "randomly initialised (a test model)"
+    trained = "pretrained" if model.get("pretrained", True) else "random initial weights: a test model"
     ft = meta["finetune_cfg"]
     recipe = (f"finetune.mode={ft.get('mode')}, trainable_blocks={ft.get('trainable_blocks')}; task "
               f"{meta['task_class']} {json.dumps(meta['task_args'])}; data batch_size={data.get('batch_size')}, "
@@ -39,7 +39,7 @@ def model_card(meta: dict, ckpt: Path, files: str, usage: str) -> str:
         f"# {meta['task']} model exported from gptft", "",
         f"{what.capitalize()}, fine-tuned with gptft from `{base}` ({meta['arch']}, {trained}).", "",
         f"- Source checkpoint: `{ckpt}`",
-        f"- Data: {meta['data_class']} from `{data.get('path') or 'the default file'}`"
+        f"- Data: {meta['data_class']}, " + (f"`{data['path']}`" if data.get("path") else "its default data file")
         + (f", split {data.get('split')}" if data.get("split") is not None else ""),
         f"- Recipe: {recipe}", f"- Files: {files}", "",
         "## Scores of the run (metrics.json)", "", *_scores(run_metrics(ckpt)), "",

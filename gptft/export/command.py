@@ -77,7 +77,7 @@ def build_hf(task, tokenizer, meta, kind: str, dtype: str):
     tensors = {k: v.to(getattr(torch, HF_DTYPES[dtype])).contiguous() for k, v in tensors.items()}
     config = hf_config(backbone, kind, tokenizer, meta.get("label_names"), HF_DTYPES[dtype])
     template = chat.jinja_template(meta["prompt_style"]) if kind == "lm" else None
-    tok = tokenizer_files.backend(tokenizer, meta["tokenizer"])
+    tok = tokenizer_files.backend(meta["tokenizer"])
     gen = {"bos_token_id": config["bos_token_id"], "eos_token_id": tokenizer.eot_id,
            "pad_token_id": tokenizer.pad_id, "do_sample": False, "max_new_tokens": 256}
 
@@ -99,7 +99,7 @@ def build_gguf(task, tokenizer, meta, kind: str, dtype: str, name: str):
                               "format=hf (transformers' *ForSequenceClassification)")
     backbone = task.backbone
     tensors = hf_state_dict(backbone, kind, conv1d=False)
-    vocab = tokenizer_files.gguf_vocab(tokenizer_files.backend(tokenizer, meta["tokenizer"]))
+    vocab = tokenizer_files.gguf_vocab(tokenizer_files.backend(meta["tokenizer"]))
     style = meta["prompt_style"]
     stop = tokenizer_files.eos_token(tokenizer)
 

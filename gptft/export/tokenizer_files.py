@@ -3,6 +3,7 @@ vocabulary metadata. GPT-2's is rebuilt from tiktoken (its merges recovered from
 Hugging Face tokenizer (SmolLM2) is written from the JSON the checkpoint keeps."""
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -27,13 +28,14 @@ def _merge_parts(ranks: dict[bytes, int], token: bytes) -> tuple[bytes, bytes]:
     return parts[0], parts[1]
 
 
-def tiktoken_backend(tokenizer):
-    """A `tokenizers.Tokenizer` equal to tiktoken's GPT-2 encoding, built through tiktoken's public API."""
+@functools.lru_cache(maxsize=2)  # a few seconds per build; one export uses it twice for GGUF
+def tiktoken_backend(encoding: str):
+    """A `tokenizers.Tokenizer` equal to a tiktoken encoding (GPT-2's), built through tiktoken's public API."""
     import tiktoken
     from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers, processors
     from tokenizers.models import BPE
 
-    enc = tiktoken.get_encoding(tokenizer.name)
+    enc = tiktoken.get_encoding(encoding)
     specials = {enc.encode_single_token(t): t for t in enc.special_tokens_set}
     ranks = {enc.decode_single_token_bytes(i): i for i in range(enc.n_vocab) if i not in specials}
     spell = _byte_alphabet()
@@ -47,13 +49,13 @@ def tiktoken_backend(tokenizer):
     return tok
 
 
-def backend(tokenizer, spec: dict):
+def backend(spec: dict):
     """The checkpoint's tokenizer as a `tokenizers.Tokenizer` for export: special-token text in a prompt
     (e.g. a chat template's `<|im_start|>`) becomes the special token, as transformers expects."""
     from tokenizers import Tokenizer
 
     if spec["kind"] == "tiktoken":
-        return tiktoken_backend(tokenizer)
+        return tiktoken_backend(spec["encoding"])
     tok = Tokenizer.from_str(spec["json"])
     tok.encode_special_tokens = False
     return tok
