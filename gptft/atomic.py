@@ -184,3 +184,31 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 def write_json(path: str | os.PathLike, data) -> Path:
     return write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_folder_atomic(path: str | os.PathLike, fill: Callable[[Path], None]) -> Path:
+    """Call `fill(folder)` on a hidden temp folder beside `path`, then rename it to `path` (absent or empty).
+
+    A failure removes the temp folder, so `path` either does not appear or appears complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed earlier export
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = temp_name(path)
+    tmp.mkdir()
+    try:
+        fill(tmp)
+        for file in tmp.iterdir():
+            with open(file, "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(tmp)
+        os.replace(tmp, path)  # onto an empty folder too (POSIX rename replaces an empty directory)
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError) and err.errno in NO_SPACE:
+            raise WriteFailed(_no_space_message(path, err, None)) from None
+        if isinstance(err, PermissionError):
+            raise WriteFailed(f"cannot write {path}: permission denied") from None
+        raise
+    _fsync_dir(path.parent)
+    return path
