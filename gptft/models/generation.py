@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import GptftError
+from ..progress import iterate
 
 
 def pick_next(
@@ -43,10 +44,11 @@ def generate(
     eos_id: int | None = None,
     use_cache: bool = True,
     generator: torch.Generator | None = None,
+    progress: str | None = None,
 ) -> list[int]:
     """New token ids after `prompt_ids`, stopping at `eos_id` (not returned) or the budget.
 
-    Decoding stops early when the context window is full.
+    Decoding stops early when the context window is full. `progress`: show progress under that name.
     """
     if not prompt_ids:
         raise GptftError("generation needs a non-empty prompt")
@@ -63,7 +65,8 @@ def generate(
     out: list[int] = []
     step_input, offset = ids, 0
     try:
-        for _ in range(max_new_tokens):
+        steps = range(max_new_tokens)
+        for _ in iterate(steps, progress, unit="tokens") if progress else steps:
             if offset + step_input.shape[1] > limit:
                 break
             logits = model(step_input, kv_caches=caches, pos_offset=offset)[:, -1]
