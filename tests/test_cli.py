@@ -120,7 +120,7 @@ def test_generate_unknown_model_lists_the_valid_names(capsys):
 
 def test_generate_prompt_longer_than_the_context(capsys, tokenizer):
     # a random gpt2-tiny: no download, built in well under a second
-    fails(capsys, generate_main, ["model=gpt2-tiny", "pretrained=false", "prompt=" + "word " * 1100],
+    fails(capsys, generate_main, ["model=gpt2-tiny", "model.pretrained=false", "prompt=" + "word " * 1100],
           r"prompt has \d{4} tokens but the context holds 1024")
 
 
