@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .cli_args import command, parse
@@ -58,8 +59,9 @@ def base_model(overrides: list[str]):
             cfg = compose("train", overrides=[*overrides, "run_dir=."])
     except (HydraException, OmegaConfBaseException) as err:
         reason = " ".join(str(err).split())
-        raise ConfigError(f"{' '.join(overrides)}: {reason}; valid model keys: "
-                          f"{', '.join('model.' + k for k in ('checkpoint', 'pretrained', 'hub_id', 'dropout'))}, ...") from None
+        keys = OmegaConf.load(CONF / "model" / f"{(names or ['gpt2'])[-1]}.yaml")
+        raise ConfigError(f"{' '.join(overrides)}: {reason}; the model keys (as in train): "
+                          f"{', '.join('model.' + k for k in keys)}") from None
     return build_backbone(cfg.model)
 
 

@@ -187,3 +187,9 @@ def test_classify_command_reports_truncation(monkeypatch, capsys):
     captured = capsys.readouterr()
     assert "1 of 1 texts truncated to 6 tokens" in captured.err
     assert captured.out.startswith("ham\t")
+
+
+def test_generate_misspelt_model_key_lists_the_model_keys(capsys):
+    fails(capsys, generate_main, ["model=gpt2-tiny", "model.pretrianed=false", "prompt=hi"],
+          r"model.pretrianed=false: .*pretrianed.*; the model keys \(as in train\): model.name, .*model.pretrained")
+    fails(capsys, generate_main, ["pretrained=false", "prompt=hi"], r"unknown argument\(s\) \['pretrained'\]")

@@ -68,11 +68,24 @@ SUBSTITUTES = {  # what a RUN command gets in place of, or in addition to, what 
 }
 
 
+def fenced(text: str = README) -> list[tuple[str, str]]:
+    """(language, body) of every fenced block, in order."""
+    blocks, inside, lang, body = [], False, "", []
+    for line in text.splitlines():
+        if line.startswith("```"):
+            if inside:
+                blocks.append((lang, "".join(f"{b}\n" for b in body)))
+            inside, lang, body = not inside, line[3:].strip(), []
+        elif inside:
+            body.append(line)
+    return blocks
+
+
 def readme_commands(text: str = README) -> list[str]:
     """Each command line of the ```bash blocks (continuations joined, comments dropped, spaces collapsed)."""
     out = []
-    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
-        for line in block.replace("\\\n", " ").splitlines():
+    for lang, block in fenced(text):
+        for line in block.replace("\\\n", " ").splitlines() if lang == "bash" else ():
             command = " ".join(line.split("  #")[0].split())
             if command:
                 out.append(command)
@@ -81,7 +94,7 @@ def readme_commands(text: str = README) -> list[str]:
 
 def shown_blocks(text: str = README) -> list[str]:
     """The README's output blocks (``` without a language)."""
-    return re.findall(r"```\n(.*?)```", text, re.S)
+    return [block for lang, block in fenced(text) if lang == ""]
 
 
 def args_of(command: str) -> tuple[str, list[str]]:
@@ -153,7 +166,7 @@ def test_byod_example_file(tmp_path, caplog):
 
 
 def run(module: str, args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "GPTFT_PROGRESS_EVERY_S": "30"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "GPTFT_PROGRESS_EVERY_S": "0"}  # progress on stderr
     out = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
                          timeout=timeout, env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -177,6 +190,16 @@ def test_trial_run(trial):
     assert re.search(r"^  split  \s+acc\s+f1\s+loss$", out.stdout, re.M), out.stdout
     assert f"run folder:  {run_dir.resolve()}" in out.stdout or f"run folder:  {run_dir}" in out.stdout
     assert re.search(r"disk: +[\d.]+ MiB written to the run folder \([\d.]+ MiB checkpoints\)", out.stdout)
+    # the progress lines the README shows, in the same format
+    shown = next(b for b in shown_blocks() if b.startswith("[progress]")).splitlines()
+    for kind, pattern in ((PREFIX, "filling the frozen-prefix cache"), (EPOCH, r"epoch \d+/\d+")):
+        line = PROGRESS.format(what=pattern, tail=kind)
+        assert [s for s in shown if re.fullmatch(line, s)], (line, shown)
+        assert [s for s in out.stderr.splitlines() if re.fullmatch(line, s)], (line, out.stderr[-3000:])
+
+
+PROGRESS = r"\[progress\] {what}: \d+/\d+ batches \(\d+%\), [\d.]+ batches/s, ETA \d+( min \d\d)? s{tail}"
+PREFIX, EPOCH = "", r"; train/loss_step [\d.]+"
 
 
 CLASSIFY_LINE = r"(ham|spam)\tham=[01]\.\d{4}  spam=[01]\.\d{4}\t"
