@@ -50,10 +50,10 @@ def _position(column, default: int, role: str) -> int:
     return column
 
 
-def read_label_tab_text(file: Path, text: str) -> Rows:
-    """Rows of a headerless `label<TAB>text` file, with quoting off:
-    quote characters are ordinary text (pandas' default quoting merges SMS lines)."""
-    lines = text.split("\n")  # only \n ends a line; a stray \r stays in the text
+def read_label_tab_text(file: Path, text: str | None = None) -> Rows:
+    """Rows of a headerless `label<TAB>text` file (`text`: its decoded content, else read here), with quoting
+    off: quote characters are ordinary text (pandas' default quoting merges SMS lines)."""
+    lines = (read_text(file)[0] if text is None else text).split("\n")  # only \n ends a line; a stray \r stays in the text
     while lines and not lines[-1].strip():
         lines.pop()
     if not lines:
