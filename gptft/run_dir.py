@@ -12,7 +12,6 @@ import fcntl
 import os
 import shutil
 import socket
-import sys
 import time
 from pathlib import Path
 
@@ -74,9 +73,7 @@ def discarded_on_failure(folder: Path):
         folder = Path(folder).resolve()
         if folder.is_dir() and folder != Path.cwd().resolve() and startup_only(folder):
             release(folder)
-            shutil.rmtree(folder, ignore_errors=True)
-            print(f"note: the run failed before training; its folder {folder} was removed", file=sys.stderr,
-                  flush=True)
+            shutil.rmtree(folder, ignore_errors=True)  # silently: a bad input stays one `error:` line
         raise
 
 
