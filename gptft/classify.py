@@ -9,6 +9,7 @@ import torch
 from .cli_args import command, parse
 from .data.collate import ClassificationCollate
 from .errors import ConfigError
+from .progress import iterate
 from .tasks.factory import load_checkpoint
 
 USAGE = """usage: python -m gptft.classify ckpt=PATH (text="a message" | file=TEXTS.txt) [batch_size=16]
@@ -30,7 +31,7 @@ def classify(task, tokenizer, texts: list[str], batch_size: int = 16) -> list[di
     collate = ClassificationCollate(tokenizer.pad_id, pad_width)
     names = task.label_names
     out = []
-    for start in range(0, len(texts), batch_size):
+    for start in iterate(range(0, len(texts), batch_size), "classifying", unit="batches"):
         chunk = texts[start : start + batch_size]
         ids = [tokenizer.encode(t) or [tokenizer.eot_id] for t in chunk]
         examples = [{"input_ids": x[:limit], "label": 0, "example_id": i} for i, x in enumerate(ids)]

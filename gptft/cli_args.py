@@ -6,16 +6,28 @@ Values are never YAML-parsed, so free text such as `text="Re: call me"` arrives 
 """
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from types import SimpleNamespace
 
 from .errors import ConfigError, friendly_errors
+from .quiet import quiet
 
 NULLS = ("null", "")  # a None-default key given one of these stays None (Hydra's spelling)
 TRUE, FALSE = ("true", "yes", "1"), ("false", "no", "0")
 
-command = friendly_errors  # the same rule for every entry point: GptftError -> `error: ...`, exit 2
+
+def command(fn):
+    """The same rule for every entry point: library noise filtered, GptftError -> `error: ...`, exit 2."""
+    checked = friendly_errors(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        quiet()
+        return checked(*args, **kwargs)
+
+    return wrapper
 
 
 def _flat(defaults: dict, prefix: str = "") -> dict:

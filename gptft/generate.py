@@ -1,6 +1,7 @@
 """`python -m gptft.generate ckpt=PATH prompt="..." [input="..."]`: an instruct model's response.
 
-Without `ckpt` it continues `prompt` with a base model (`model=gpt2`, `checkpoint=PATH` for local weights).
+Without `ckpt` a base model (`model=` and `model.*` exactly as in `python -m gptft.train`) continues the raw
+prompt, or answers it in a chat format given by `prompt_style=`.
 """
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from .cli_args import command, parse
 from .data.prompts import get_prompt_style
@@ -19,14 +23,17 @@ from .models.generation import generate
 from .tasks.factory import load_checkpoint
 
 USAGE = """usage: python -m gptft.generate [ckpt=PATH] prompt="..." [input="..."] [max_new_tokens=256]
-         [temperature=0] [top_k=null] [top_p=null] [seed=123] [no_cache=false]
-  ckpt        an instruct checkpoint (best.ckpt from python -m gptft.train task=instruct): the prompt is
-              wrapped in the prompt style it was trained with
-  without ckpt: a base model continues the raw prompt: model=gpt2 (a conf/model name),
-              checkpoint=PATH for local weights, pretrained=false for random weights"""
+         [temperature=0] [top_k=null] [top_p=null] [seed=123] [no_cache=false] [prompt_style=null]
+         [model=gpt2] [model.checkpoint=PATH] [model.pretrained=true] [model.<key>=...]
+  ckpt          an instruct checkpoint (best.ckpt from python -m gptft.train task=instruct): the prompt is
+                wrapped in the prompt style it was trained with
+  without ckpt: a base model, chosen with the same keys as python -m gptft.train: model=NAME (conf/model),
+                model.checkpoint=PATH for local weights, model.pretrained=false for random weights
+  prompt_style  alpaca | phi3 | chatml: wrap the prompt in that format (null: the checkpoint's style;
+                without ckpt the raw prompt is continued)"""
 
 DEFAULTS = {"ckpt": None, "prompt": None, "input": "", "max_new_tokens": 256, "temperature": 0.0, "top_k": None,
-            "top_p": None, "seed": 123, "no_cache": False, "model": "gpt2", "checkpoint": None, "pretrained": True}
+            "top_p": None, "seed": 123, "no_cache": False, "prompt_style": None}
 TYPES = {"top_k": int, "top_p": float}
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -35,14 +42,26 @@ def model_names() -> list[str]:
     return sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 
 
-def base_model(name: str, checkpoint: str | None, pretrained: bool):
+def split_model_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(model=... / model.*=... arguments, the rest): the model keys go to Hydra, as in train."""
+    model = [a for a in argv if a.split("=", 1)[0] == "model" or a.startswith("model.")]
+    return model, [a for a in argv if a not in model]
+
+
+def base_model(overrides: list[str]):
+    """The backbone that `python -m gptft.train <overrides>` would fine-tune."""
+    names = [a.split("=", 1)[1] for a in overrides if a.startswith("model=")]
     # checked here: Hydra's own answer to an unknown name is a long traceback
-    if name not in model_names():
-        raise ConfigError(f"unknown model={name!r}; valid (conf/model): {', '.join(model_names())}")
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=[f"model={name}", "run_dir=."])
-    cfg.model.checkpoint = checkpoint
-    cfg.model.pretrained = pretrained
+    if names and names[-1] not in model_names():
+        raise ConfigError(f"unknown model={names[-1]!r}; valid (conf/model): {', '.join(model_names())}")
+    try:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose("train", overrides=[*overrides, "run_dir=."])
+    except (HydraException, OmegaConfBaseException) as err:
+        reason = " ".join(str(err).split())
+        keys = OmegaConf.load(CONF / "model" / f"{(names or ['gpt2'])[-1]}.yaml")
+        raise ConfigError(f"{' '.join(overrides)}: {reason}; the model keys (as in train): "
+                          f"{', '.join('model.' + k for k in keys)}") from None
     return build_backbone(cfg.model)
 
 
@@ -75,23 +94,29 @@ def check_budget(max_new_tokens: int, prompt_tokens: int, context: int) -> None:
 
 @command
 def main(argv: list[str] | None = None) -> None:
+    model_args, argv = split_model_args(sys.argv[1:] if argv is None else argv)
     args = parse(DEFAULTS, USAGE, argv, TYPES)
     check(args)
+    if args.ckpt and model_args:
+        raise ConfigError(f"{' '.join(model_args)}: a checkpoint (ckpt=) brings its own model; give one or the other")
     torch.manual_seed(args.seed)
     if args.ckpt:
         task, tokenizer, meta = load_checkpoint(args.ckpt, expect_task="instruct")
         model = task.backbone
-        style = get_prompt_style(meta["prompt_style"])
+        style = get_prompt_style(args.prompt_style or meta["prompt_style"])
+    else:
+        model, tokenizer = base_model(model_args)
+        style = get_prompt_style(args.prompt_style) if args.prompt_style else None
+    if style is not None:
         ids = style.encode_prompt(tokenizer, {"instruction": args.prompt, "input": args.input})
     else:
-        model, tokenizer = base_model(args.model, args.checkpoint, args.pretrained)
-        text = args.prompt if not args.input else f"{args.prompt}\n{args.input}"
-        ids = tokenizer.encode(text)
+        ids = tokenizer.encode(args.prompt if not args.input else f"{args.prompt}\n{args.input}")
     check_budget(args.max_new_tokens, len(ids), model.context_length)
     start = time.perf_counter()
     # a prompt longer than the context: generate's own GptftError, shown by @command as a one-line error
     out = generate(model.eval(), ids, args.max_new_tokens, temperature=args.temperature,
-                   top_k=args.top_k, top_p=args.top_p, eos_id=tokenizer.eot_id, use_cache=not args.no_cache)
+                   top_k=args.top_k, top_p=args.top_p, eos_id=tokenizer.eot_id, use_cache=not args.no_cache,
+                   progress="generating")
     seconds = time.perf_counter() - start
     print(tokenizer.decode(out).strip())
     print(f"[{len(out)} tokens in {seconds:.2f} s]", flush=True)

@@ -7,8 +7,10 @@ covers the rest: two runs given the same `hydra.run.dir`, or the same stamp on t
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -42,6 +44,37 @@ def claim(folder: str | Path, key: str = "run_dir") -> Path:
              .encode())
     _held[folder] = fd
     return folder
+
+
+def startup_only(folder: Path) -> bool:
+    """Whether `folder` holds only what a run's start put there: the lock, Hydra's `.hydra/` and log, empty folders."""
+    for path in folder.rglob("*"):
+        if path.is_dir() or path.name == OWNER_FILE or ".hydra" in path.relative_to(folder).parts:
+            continue
+        if path.parent == folder and path.suffix == ".log":
+            continue
+        return False
+    return True
+
+
+def release(folder: Path) -> None:
+    fd = _held.pop(folder.resolve(), None)
+    if fd is not None:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def discarded_on_failure(folder: Path):
+    """A run that fails before it wrote anything of its own leaves no folder behind (a sweep summary or a
+    notebook listing outputs/ would otherwise meet folders holding only a log and `.hydra/`)."""
+    try:
+        yield
+    except BaseException:
+        folder = Path(folder).resolve()
+        if folder.is_dir() and folder != Path.cwd().resolve() and startup_only(folder):
+            release(folder)
+            shutil.rmtree(folder, ignore_errors=True)  # silently: a bad input stays one `error:` line
+        raise
 
 
 def start_run(cfg: DictConfig) -> Path:

@@ -5,7 +5,6 @@ import copy
 import inspect
 import logging
 import time
-import warnings
 from pathlib import Path
 
 import hydra
@@ -22,7 +21,9 @@ from .models.build import build_backbone
 from .tasks.base import split_prefix
 from .tasks.factory import make_task
 from .runtime import resolve_trainer_kwargs
-from .run_dir import start_run
+from .progress import progress_bar
+from .quiet import quiet
+from .run_dir import discarded_on_failure, start_run
 
 log = logging.getLogger("gptft.train")
 
@@ -86,7 +87,8 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, callbacks: tuple = ()) -> dict:
         raise ConfigError(f"task.test_ckpt={cfg.task.test_ckpt!r}: use best or last")
 
     trainer = L.Trainer(
-        **resolve_trainer_kwargs(cfg.trainer), callbacks=[*instantiate_all(cfg.callbacks, "callbacks"), *callbacks],
+        **resolve_trainer_kwargs(cfg.trainer), callbacks=[*instantiate_all(cfg.callbacks, "callbacks"), *callbacks,
+                                                          *([progress_bar()] if cfg.trainer.enable_progress_bar else [])],
         logger=instantiate_all(cfg.logger, "logger"), default_root_dir=str(run_dir),
         # checkpoints are written atomically, by callbacks.model_checkpoint alone (no default ModelCheckpoint)
         plugins=[AtomicCheckpointIO()], enable_checkpointing=False,
@@ -122,6 +124,18 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, callbacks: tuple = ()) -> dict:
     return metrics
 
 
+def written_mib(folder: Path) -> tuple[float, float]:
+    """(MiB of the files under `folder`, MiB of those in checkpoints/); a link counts as nothing (last.ckpt
+    linked to best.ckpt is not a second copy)."""
+    total = ckpts = 0
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            size = path.stat().st_size
+            total += size
+            ckpts += size if "checkpoints" in path.relative_to(folder).parts else 0
+    return total / 2**20, ckpts / 2**20
+
+
 def summary(metrics: dict, run_dir: Path) -> str:
     lines = [f"gptft {metrics['task']} with {metrics['model']}: done in {metrics['wall_time_s']} s, "
              f"peak memory {metrics['peak_rss_mib'] / 1024:.2f} GiB, precision {metrics['precision']}"]
@@ -138,6 +152,8 @@ def summary(metrics: dict, run_dir: Path) -> str:
             lines.append(f"  {n[:10]:>10}  " + "".join(f"{v:>12}" for v in row))
     lines.append(f"  run folder:  {run_dir}")
     lines.append(f"  best ckpt:   {metrics['best_ckpt']}")
+    total, ckpts = written_mib(run_dir)
+    lines.append(f"  disk:        {total:.1f} MiB written to the run folder ({ckpts:.1f} MiB checkpoints)")
     lines.append(f"  TensorBoard: tensorboard --logdir {run_dir / 'tensorboard'}")
     return "\n".join(lines)
 
@@ -145,7 +161,8 @@ def summary(metrics: dict, run_dir: Path) -> str:
 def train(cfg: DictConfig) -> float | None:
     """Run one job; return the value of `cfg.optimized_metric` (for sweepers)."""
     run_dir = start_run(cfg)  # config checks, then this job's claim on its folder
-    metrics = fit_and_test(cfg, run_dir)
+    with discarded_on_failure(run_dir):
+        metrics = fit_and_test(cfg, run_dir)
     print(summary(metrics, run_dir), flush=True)
     return metrics["flat"].get(cfg.optimized_metric)
 
@@ -153,9 +170,7 @@ def train(cfg: DictConfig) -> float | None:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 @friendly_errors
 def main(cfg: DictConfig) -> float | None:
-    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
-    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")  # frozen prefix
+    quiet()
     return train(cfg)
 
 

@@ -120,7 +120,7 @@ def test_generate_unknown_model_lists_the_valid_names(capsys):
 
 def test_generate_prompt_longer_than_the_context(capsys, tokenizer):
     # a random gpt2-tiny: no download, built in well under a second
-    fails(capsys, generate_main, ["model=gpt2-tiny", "pretrained=false", "prompt=" + "word " * 1100],
+    fails(capsys, generate_main, ["model=gpt2-tiny", "model.pretrained=false", "prompt=" + "word " * 1100],
           r"prompt has \d{4} tokens but the context holds 1024")
 
 
@@ -187,3 +187,9 @@ def test_classify_command_reports_truncation(monkeypatch, capsys):
     captured = capsys.readouterr()
     assert "1 of 1 texts truncated to 6 tokens" in captured.err
     assert captured.out.startswith("ham\t")
+
+
+def test_generate_misspelt_model_key_lists_the_model_keys(capsys):
+    fails(capsys, generate_main, ["model=gpt2-tiny", "model.pretrianed=false", "prompt=hi"],
+          r"model.pretrianed=false: .*pretrianed.*; the model keys \(as in train\): model.name, .*model.pretrained")
+    fails(capsys, generate_main, ["pretrained=false", "prompt=hi"], r"unknown argument\(s\) \['pretrained'\]")

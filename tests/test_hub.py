@@ -28,3 +28,14 @@ def test_unreachable_hub_fails_at_once_with_the_options(no_network_no_cache, loa
     assert time.perf_counter() - start < 5
     msg = str(err.value)
     assert "connect to the internet once" in msg and "model.checkpoint=PATH" in msg and "model.pretrained=false" in msg
+
+
+def test_generate_offline_names_its_own_keys(no_network_no_cache, tokenizer, capsys):
+    """generate takes train's model.* keys, so the way out the error names is one it accepts."""
+    from gptft.generate import main as generate_main
+
+    with pytest.raises(SystemExit) as exit_:
+        generate_main(["model=gpt2", "prompt=Once upon a time"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "model.checkpoint=PATH" in err and "model.pretrained=false" in err and "train from" not in err

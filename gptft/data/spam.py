@@ -23,6 +23,9 @@ class SpamDataModule(TextDataModule):
       A .csv/.tsv/.tab file (or any file with `sep` set) is a table with a header row and
       columns `text_column` / `label_column` (default "text" / "label"). Any other file is
       read like the SMS file: one `label<TAB>text` per line, no header, no quoting.
+    header: False for a table without a header row; text_column / label_column are then 0-based positions
+      (default: label 0, text 1).
+    encoding: the file's text encoding; "auto" reads UTF-8, else cp1252, else Latin-1 (with a warning).
     balance: "undersample" (every class down to the smallest) or "none".
     split: train/val/test fractions; train = int(n*f0), val = int(n*f1), test = the rest.
     max_length: truncate longer texts (the model's context; None = no limit).
@@ -52,11 +55,15 @@ class SpamDataModule(TextDataModule):
         bucket: bool = False,
         sep: str | None = None,
         max_classes: int = MAX_CLASSES,
+        encoding: str = "auto",
+        header: bool = True,
     ):
         if balance not in ("undersample", "none"):
             raise DataError(f"data.balance must be 'undersample' or 'none', got {balance!r}")
         if pad_to is not None and pad_to != "longest_train" and not (isinstance(pad_to, int) and pad_to > 0):
             raise DataError(f"data.pad_to must be null, 'longest_train' or a positive int, got {pad_to!r}")
+        if not isinstance(header, bool):
+            raise DataError(f"data.header must be true or false, got {header!r}")
         if isinstance(max_classes, bool) or not isinstance(max_classes, int) or max_classes < 2:
             raise DataError(f"data.max_classes must be an integer >= 2, got {max_classes!r}")
         super().__init__(tokenizer, path, batch_size, num_workers, seed, max_length, bucket)
@@ -72,6 +79,8 @@ class SpamDataModule(TextDataModule):
         self.pad_to = pad_to
         self.sep = sep
         self.max_classes = max_classes
+        self.encoding = encoding
+        self.header = header
         self._label_names: list[str] | None = None
 
     # the model's head needs these before fit() runs setup; reading the file here is cheap
@@ -94,7 +103,8 @@ class SpamDataModule(TextDataModule):
     def _load(self) -> None:
         """read -> balance -> split -> tokenize -> pad width, collate and report."""
         self.file = file = self.data_file()
-        rows = read_rows(file, self.sep, self.text_column, self.label_column)
+        rows = read_rows(file, self.sep, self.text_column, self.label_column, self.encoding, self.header,
+                         report=self.report)
         self.texts = [text for _, text, _ in rows]
         self.lines = [line for _, _, line in rows]
         self._label_names, self.positive_index = resolve_labels(

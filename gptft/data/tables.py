@@ -1,5 +1,6 @@
-"""Reading labelled texts: rows (label, text, line) from a headerless SMS-style file or a CSV/TSV,
-and checking the labels. Every bad row is a DataError naming the file, the line and the fix."""
+"""Reading labelled texts: rows (label, text, line) from a headerless SMS-style file or a CSV/TSV (with a
+header row, or columns by position), and checking the labels. Every bad row is a DataError naming the file,
+the line and the fix."""
 from __future__ import annotations
 
 import csv
@@ -8,7 +9,8 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-from gptft.data.base import DataError, read_utf8
+from gptft.data.base import DataError
+from gptft.data.encoding import read_text
 
 log = logging.getLogger(__name__)
 
@@ -17,24 +19,41 @@ SEPARATORS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 Rows = list[tuple[str, str, int]]  # (label, text, first line of the row)
 
 
-def read_rows(file: Path, sep: str | None = None, text_column: str | None = None,
-              label_column: str | None = None) -> Rows:
-    """A table (by `sep`, else by the file's ending) or, for any other file, `label<TAB>text` lines."""
+def read_rows(file: Path, sep: str | None = None, text_column: str | int | None = None,
+              label_column: str | int | None = None, encoding: str = "auto", header: bool = True,
+              report: dict | None = None) -> Rows:
+    """A table (by `sep`, else by the file's ending) or, for any other file, `label<TAB>text` lines.
+    `header=False`: the table has no header row and the columns are 0-based positions (label 0, text 1).
+    `report` receives the encoding used and the count of lines that were not UTF-8."""
     sep = sep if sep is not None else SEPARATORS.get(file.suffix.lower())
+    text, decoded = read_text(file, encoding)
+    if report is not None:
+        report.update(decoded)
     if sep is None:
         if text_column is not None or label_column is not None:
             raise DataError(
-                f"{file}: data.text_column/label_column need a table with a header row; "
-                f"name the file .csv or .tsv, or set data.sep"
+                f"{file}: data.text_column/label_column need a table; name the file .csv or .tsv, or set data.sep"
             )
-        return read_label_tab_text(file)
-    return read_table(file, sep, text_column or "text", label_column or "label")
+        return read_label_tab_text(file, text)
+    if not header:
+        return read_table(file, text, sep, _position(text_column, 1, "text"), _position(label_column, 0, "label"),
+                          header=False)
+    return read_table(file, text, sep, str(text_column or "text"), str(label_column or "label"))
 
 
-def read_label_tab_text(file: Path) -> Rows:
-    """Rows of a headerless `label<TAB>text` file, with quoting off:
-    quote characters are ordinary text (pandas' default quoting merges SMS lines)."""
-    lines = read_utf8(file).split("\n")  # only \n ends a line; a stray \r stays in the text
+def _position(column, default: int, role: str) -> int:
+    if column is None:
+        return default
+    if isinstance(column, bool) or not isinstance(column, int) or column < 0:
+        raise DataError(f"data.{role}_column={column!r}: with data.header=false columns are positions "
+                        f"(0 is the first); give an integer >= 0")
+    return column
+
+
+def read_label_tab_text(file: Path, text: str | None = None) -> Rows:
+    """Rows of a headerless `label<TAB>text` file (`text`: its decoded content, else read here), with quoting
+    off: quote characters are ordinary text (pandas' default quoting merges SMS lines)."""
+    lines = (read_text(file)[0] if text is None else text).split("\n")  # only \n ends a line; a stray \r stays in the text
     while lines and not lines[-1].strip():
         lines.pop()
     if not lines:
@@ -52,19 +71,19 @@ def read_label_tab_text(file: Path) -> Rows:
     return rows
 
 
-def read_table(file: Path, sep: str, text_column: str, label_column: str) -> Rows:
-    """Rows of a CSV/TSV with a header row. Tab-separated files are read with quoting off (quotes in
-    messages are text) unless the file is quoted throughout (every header cell or every label in quotes);
-    others with standard CSV quoting."""
-    text = read_utf8(file)
+def read_table(file: Path, text: str, sep: str, text_column: str | int, label_column: str | int,
+               header: bool = True) -> Rows:
+    """Rows of a CSV/TSV, with a header row naming the columns or (header=False) none, columns by position.
+    Tab-separated files are read with quoting off (quotes in messages are text) unless the file is quoted
+    throughout (every header cell or every label in quotes); others with standard CSV quoting."""
     # no field can be longer than the file: a valid file with a long field (a 1 MB message) must parse
     csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
     if sep == "\t":
-        rows = _read_table(file, text, sep, csv.QUOTE_NONE, text_column, label_column, quoted_ok=True)
+        rows = _read_table(file, text, sep, csv.QUOTE_NONE, text_column, label_column, header, quoted_ok=True)
         if rows is not None:
             return rows
         log.info("%s: quoted throughout; reading it with CSV quoting", file)
-    return _read_table(file, text, sep, csv.QUOTE_MINIMAL, text_column, label_column)
+    return _read_table(file, text, sep, csv.QUOTE_MINIMAL, text_column, label_column, header)
 
 
 def _quoted(cell: str) -> bool:
@@ -72,41 +91,54 @@ def _quoted(cell: str) -> bool:
     return len(cell) >= 2 and cell[0] == cell[-1] == '"'
 
 
-def _read_table(file: Path, text: str, sep: str, quoting: int, text_column: str, label_column: str,
-                quoted_ok: bool = False) -> Rows | None:
+def _header_columns(file: Path, header: list[str], text_column: str, label_column: str) -> tuple[int, int]:
+    header = [h.strip() for h in header]
+    for role, column in (("text", text_column), ("label", label_column)):
+        if column not in header:
+            raise DataError(
+                f"{file}, line 1: no column {column!r} in the header {header}; set data.{role}_column=NAME to "
+                f"the column holding the {role}s, or data.header=false if the file has no header row"
+            )
+    return header.index(text_column), header.index(label_column)
+
+
+def _read_table(file: Path, text: str, sep: str, quoting: int, text_column: str | int, label_column: str | int,
+                header: bool = True, quoted_ok: bool = False) -> Rows | None:
     """The rows; with `quoted_ok` (a first pass without quoting) None when the file is quoted throughout."""
     rows = []
     prev = 0  # last physical line read; a failing record starts at prev + 1
     try:
         with io.StringIO(text, newline="") as f:
             reader = csv.reader(f, delimiter=sep, quoting=quoting, strict=True)
-            header = next(reader, None)
-            if not header:
-                raise DataError(f"{file} is empty; expected a header row naming columns "
-                                f"{text_column!r} and {label_column!r}")
-            if quoted_ok and all(_quoted(h) for h in header):
-                return None
-            header = [h.strip() for h in header]
-            for role, column in (("text", text_column), ("label", label_column)):
-                if column not in header:
-                    raise DataError(
-                        f"{file}, line 1: no column {column!r} in the header {header}; "
-                        f"set data.{role}_column=NAME to the column holding the {role}s"
-                    )
-            t, lab = header.index(text_column), header.index(label_column)
+            width = None  # fields per row: the header's, else the first row's
+            if header:
+                first = next(reader, None)
+                if not first:
+                    raise DataError(f"{file} is empty; expected a header row naming columns "
+                                    f"{text_column!r} and {label_column!r} (or set data.header=false)")
+                if quoted_ok and all(_quoted(h) for h in first):
+                    return None
+                t, lab = _header_columns(file, first, text_column, label_column)
+                width, what = len(first), "the header has"
+            else:
+                t, lab, what = text_column, label_column, "the first row has"
             prev = reader.line_num
             for row in reader:
                 line, prev = prev + 1, reader.line_num  # first physical line of this record
                 if not row:
                     continue
-                if len(row) != len(header):
-                    raise DataError(f"{file}, line {line}: {len(row)} fields, but the header has {len(header)}; "
+                width = width or len(row)
+                if width <= max(t, lab):
+                    raise DataError(f"{file}, line {line}: {width} fields, but data.text_column={t} and "
+                                    f"data.label_column={lab} are positions counted from 0; fix them")
+                if len(row) != width:
+                    raise DataError(f"{file}, line {line}: {len(row)} fields, but {what} {width}; "
                                     f"fix the line (quote fields that contain {sep!r})")
                 rows.append(_row(file, line, row[lab].strip(), row[t]))
     except csv.Error as err:
         raise DataError(f"{file}, line {prev + 1}: cannot parse ({err}); check the quoting of this line") from None
     if not rows:
-        raise DataError(f"{file}: a header but no rows")
+        raise DataError(f"{file}: a header but no rows" if header else f"{file} is empty")
     if quoted_ok and all(_quoted(label) for label, _, _ in rows):
         return None
     return rows

@@ -4,9 +4,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from tqdm import tqdm
-
 from ..models.generation import generate
+from ..progress import iterate
 
 
 def generate_responses(backbone: torch.nn.Module, tokenizer, style, entries: Sequence[dict],
@@ -17,7 +16,7 @@ def generate_responses(backbone: torch.nn.Module, tokenizer, style, entries: Seq
     A prompt that fills the context leaves no room to answer: its response is empty (and scores so).
     """
     records, prompts, too_long = [], [], 0
-    for entry in tqdm(entries, desc="generating", unit="resp"):
+    for entry in iterate(entries, "generating responses", unit="responses"):
         ids = style.encode_prompt(tokenizer, entry)
         if len(ids) >= backbone.context_length:
             too_long, out_ids = too_long + 1, []

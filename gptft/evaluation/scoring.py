@@ -2,17 +2,15 @@
 the splits after training (so loss, accuracy, F1 and the confusion matrix have one definition)."""
 from __future__ import annotations
 
-import warnings
-
 import lightning as L
 from torch.utils.data import DataLoader
+
+from ..progress import progress_bar
 
 
 def test_metrics(task: L.LightningModule, loader: DataLoader, accelerator: str) -> dict:
     """`task.final["test"]` after its test step has run over every batch of `loader` (fp32)."""
     trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
-                        enable_model_summary=False)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-        trainer.test(task, dataloaders=loader, verbose=False)
+                        enable_model_summary=False, callbacks=[progress_bar()])
+    trainer.test(task, dataloaders=loader, verbose=False)
     return task.final["test"]

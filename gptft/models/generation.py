@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import GptftError
+from ..progress import iterate
 
 
 def pick_next(
@@ -34,7 +35,7 @@ def pick_next(
 def generate(model, prompt_ids: list[int], max_new_tokens: int, **options) -> list[int]:
     """New token ids after `prompt_ids`, stopping at `eos_id` (not returned) or the budget; decoding also
     stops when the context window is full. `options`: those of `generate_stream` (temperature, top_k,
-    top_p, eos_id, use_cache, generator)."""
+    top_p, eos_id, use_cache, generator, progress)."""
     return list(generate_stream(model, prompt_ids, max_new_tokens, **options))
 
 
@@ -49,8 +50,10 @@ def generate_stream(
     eos_id: int | None = None,
     use_cache: bool = True,
     generator: torch.Generator | None = None,
+    progress: str | None = None,
 ):
-    """`generate`, one new token id at a time (the server streams them as they come)."""
+    """`generate`, one new token id at a time (the server streams them as they come). `progress`: show
+    progress under that name."""
     if not prompt_ids:
         raise GptftError("generation needs a non-empty prompt")
     device = next(model.parameters()).device
@@ -65,7 +68,8 @@ def generate_stream(
     caches = model.new_kv_caches() if use_cache else None
     step_input, offset = ids, 0
     try:
-        for _ in range(max_new_tokens):
+        steps = range(max_new_tokens)
+        for _ in iterate(steps, progress, unit="tokens") if progress else steps:
             if offset + step_input.shape[1] > limit:
                 break
             with torch.no_grad():

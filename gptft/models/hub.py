@@ -67,5 +67,6 @@ def _unavailable(hub_id: str, filename: str, local_hint: str, err: Exception) ->
         f"cannot get {filename} of {hub_id!r}: it is not in the local Hugging Face cache and the Hub "
         f"is unreachable or offline mode is on ({err.__class__.__name__}). Either connect to the "
         f"internet once to download it (it is cached and works offline afterwards), set "
-        f"model.checkpoint=PATH to {local_hint}, or set model.pretrained=false to train from random weights."
+        f"model.checkpoint=PATH to {local_hint}, or set model.pretrained=false for random weights of the same "
+        f"shape (the same keys in python -m gptft.train and python -m gptft.generate)."
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import fields
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, ConfigError, MissingCheckpoint
+from ..progress import iterate
 from .checkpoint_files import FIX, read_safetensors
 from .hf_tokenizer import HFTokenizer
 from .hub import fetch
@@ -57,7 +59,7 @@ def read_gguf(path: str | Path, tensors: bool = True) -> tuple[dict, dict[str, n
                               f"{str(err).splitlines()[0] if str(err) else ''}); "
                               + FIX.format(key="model.checkpoint")) from None
     out: dict[str, np.ndarray] = {}
-    for t in reader.tensors if tensors else ():
+    for t in iterate(reader.tensors if tensors else (), f"loading weights of {Path(path).name}", unit="tensors"):
         try:
             arr = dequantize(t.data, t.tensor_type)
         except NotImplementedError as err:
@@ -241,9 +243,16 @@ def _build(cfg: LlamaConfig, sd: dict[str, torch.Tensor], source: str) -> Llama:
     return model
 
 
+def _same(ours, configured) -> bool:
+    """Equal, floats within float32 rounding: a GGUF stores rms_norm_eps=1e-5 as 9.999999747378752e-06."""
+    if isinstance(ours, float) or isinstance(configured, float):
+        return math.isclose(float(ours), float(configured), rel_tol=1e-6)
+    return ours == configured
+
+
 def _warn_mismatch(cfg: LlamaConfig, size_config: Mapping, source: str) -> None:
     diff = [f"{k}={getattr(cfg, k)} (config says {v})" for k, v in size_config.items()
-            if k != "dropout" and getattr(cfg, k) != v]
+            if k != "dropout" and not _same(getattr(cfg, k), v)]
     if diff:
         warnings.warn(f"{source} defines the architecture; it differs from model.shape in "
                       + ", ".join(diff), stacklevel=3)

@@ -16,6 +16,7 @@ import torch
 
 from ..data.handoff import TaskData
 from ..errors import CheckpointError, ConfigError
+from ..progress import iterate
 from .finetune import PrefixCache, configure_trainable, set_train_mode
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ class FinetuneTask(L.LightningModule):
         set_train_mode(self.backbone, self.boundary, True)
         bb = self.backbone
         with self.trainer.precision_plugin.forward_context():  # the dtype the training steps compute in
-            for batch in dm.eval_dataloader("train"):
+            for batch in iterate(dm.eval_dataloader("train"), "filling the frozen-prefix cache", unit="batches"):
                 batch = self.transfer_batch_to_device(batch, self.device, 0)
                 self.prefix_cache.hidden(bb, batch["input_ids"], batch["lengths"], batch["example_id"])
         log.info("frozen-prefix cache filled: %d train examples", len(self.prefix_cache))
