@@ -69,7 +69,11 @@ def inject_lora(backbone: nn.Module, settings: Mapping) -> int:
     prefix = next(name for name, m in backbone.named_modules() if m is backbone.blocks)
     names = [f"{prefix}.{i}.{p}" for i in range(boundary, len(backbone.blocks)) for p in paths]
 
-    from peft import LoraConfig, inject_adapter_in_model
+    try:
+        from peft import LoraConfig, inject_adapter_in_model
+    except ImportError as err:
+        raise ConfigError(f"finetune.mode=lora needs the peft package ({err}); install it: "
+                          f"pip install peft (or the extra: pip install -e '.[lora]')") from None
 
     config = LoraConfig(r=settings["r"], lora_alpha=settings["alpha"], lora_dropout=float(settings["dropout"]),
                         target_modules=names, bias="none")
