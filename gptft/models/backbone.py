@@ -1,7 +1,8 @@
 """What every backbone offers the tasks, written once.
 
 A backbone provides `blocks`, `final_norm` and `embedding`, its LM head as the direct child
-`lm_head`, and:
+`lm_head`, `lora_groups` (the LoRA target groups `attention` and `mlp` -> the block submodule each
+names), and:
   embed(idx, pos_offset)                        token ids -> input hidden states
   run_blocks(x, start, stop, kv_caches, pos_offset)   a slice of the block stack
 This base adds `head` (swapped by the tasks with `replace_head`), `context_length`,
@@ -18,6 +19,7 @@ from ..errors import GptftError
 
 class Backbone(nn.Module):
     arch = "base"
+    lora_groups: dict[str, str] = {}
 
     @property
     def head(self) -> nn.Module:

@@ -86,6 +86,7 @@ class GPT(Backbone):
     """GPT-2 with the Hugging Face parameter names (minus the `transformer.` quirks of Conv1D)."""
 
     arch = "gpt2"
+    lora_groups = {"attention": "attn", "mlp": "mlp"}  # lora.targets names -> block submodule
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()

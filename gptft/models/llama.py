@@ -143,6 +143,7 @@ class Block(nn.Module):
 
 class Llama(Backbone):
     arch = "llama"
+    lora_groups = {"attention": "self_attn", "mlp": "mlp"}  # lora.targets names -> block submodule
 
     def __init__(self, cfg: LlamaConfig):
         super().__init__()

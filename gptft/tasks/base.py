@@ -16,6 +16,7 @@ import torch
 
 from ..data.handoff import TaskData
 from ..errors import CheckpointError, ConfigError
+from ..models.lora import merge_lora
 from ..progress import iterate
 from .finetune import PrefixCache, configure_trainable, set_train_mode
 
@@ -59,7 +60,8 @@ class FinetuneTask(L.LightningModule):
     def freeze_body(self) -> None:
         """Call once the head is in place: set requires_grad and decide on the prefix cache."""
         ft = self.finetune
-        self.boundary = configure_trainable(self.backbone, ft["mode"], int(ft["trainable_blocks"]))
+        lora = ft["lora"] if ft["mode"] == "lora" else None  # older checkpoints have no lora settings
+        self.boundary = configure_trainable(self.backbone, ft["mode"], int(ft["trainable_blocks"]), lora)
         set_train_mode(self.backbone, self.boundary, True)
         dtype = str(ft["cache_dtype"])
         if dtype not in CACHE_DTYPES:
@@ -70,6 +72,10 @@ class FinetuneTask(L.LightningModule):
         if self._cache_wanted and reason:
             log.info("frozen-prefix cache off: %s", reason)
             self._cache_wanted = False
+
+    def merge_adapters(self) -> None:
+        """Fold LoRA adapters into the base weights (after loading a checkpoint, for prediction speed and export)."""
+        merge_lora(self.backbone)
 
     def cache_blocker(self) -> str | None:
         """Why the prefix cache would be wrong for this task's settings (None: it is valid)."""
@@ -160,7 +166,7 @@ class FinetuneTask(L.LightningModule):
             diff = {k: (shape(meta).get(k), v) for k, v in shape(self.meta).items() if shape(meta).get(k) != v}
             problems.append(f"the backbone differs from model={self.meta.get('model', {}).get('name')}: {diff}")
         mine_ft, theirs_ft = self.meta.get("finetune_cfg") or {}, meta.get("finetune_cfg") or {}
-        for key in ("mode", "trainable_blocks"):
+        for key in ("mode", "trainable_blocks", *(("lora",) if mine_ft.get("mode") == "lora" else ())):
             if mine_ft.get(key) != theirs_ft.get(key):
                 problems.append(f"finetune.{key}: checkpoint {theirs_ft.get(key)!r}, this run {mine_ft.get(key)!r}")
         for key in _RESUME_KEYS:

@@ -12,7 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from ..data.handoff import TaskData
 from ..errors import ConfigError
 from .base import FinetuneTask, split_prefix
-from .finetune import replace_head
+from .finetune import head_trains, replace_head
 
 POOLINGS = ("last_token", "last")
 SPLITS = ("train", "val", "test")
@@ -50,6 +50,9 @@ class ClassifierTask(FinetuneTask):
         self.positive_index = (1 if data.positive_index is None else data.positive_index) if n == 2 else None
         self.pooling = pooling
         self.label_names = list(data.label_names)
+        if not head_trains(self.finetune):
+            raise ConfigError("lora.train_head=false would leave the classifier's new head at its random start; "
+                              "a classifier trains its head (lora.train_head=true)")
         replace_head(backbone, nn.Linear(backbone.config.n_embd, n))
         self.freeze_body()
         f1 = lambda: MulticlassF1Score(n, average="none" if n == 2 else "macro")

@@ -151,6 +151,7 @@ def load_checkpoint(path: str | Path, expect_task: str | type | None = None):
     task = cls(backbone, data=TaskData.from_stored(meta), tokenizer=tokenizer, name=meta["task"],
                finetune={**meta["finetune_cfg"], "cache_prefix": False}, meta=meta, **args)
     task.load_state_dict(ckpt["state_dict"])
+    task.merge_adapters()  # LoRA: predictions run on merged weights
     return task.eval(), tokenizer, meta
 
 

@@ -2,23 +2,33 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
 from ..errors import ConfigError
+from ..models.lora import inject_lora
 
 log = logging.getLogger(__name__)
 
-MODES = ("last_blocks", "full", "head_only")
+MODES = ("last_blocks", "full", "head_only", "lora")
 
 
-def configure_trainable(backbone: nn.Module, mode: str, trainable_blocks: int = 1) -> int:
+def head_trains(finetune: Mapping) -> bool:
+    """Whether the task head trains: always, except under LoRA with lora.train_head=false."""
+    return finetune["mode"] != "lora" or bool(finetune["lora"]["train_head"])
+
+
+def configure_trainable(backbone: nn.Module, mode: str, trainable_blocks: int = 1, lora: Mapping | None = None) -> int:
     """Freeze the backbone except what `mode` trains; return the index of the first trainable block.
 
     last_blocks: the last N blocks, the final norm and the head. full: everything.
-    head_only: the head alone. The input embedding trains only in `full`.
+    head_only: the head alone. lora: adapters in the blocks `lora` names (settings in gptft.models.lora),
+    plus the head if lora.train_head. The input embedding trains only in `full`.
     """
     n = len(backbone.blocks)
+    if mode == "lora":
+        return inject_lora(backbone, lora)
     if mode == "full":
         backbone.requires_grad_(True)
         return 0

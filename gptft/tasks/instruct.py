@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torchmetrics import SumMetric
 
 from .base import FinetuneTask, split_prefix
-from .finetune import replace_head
+from .finetune import head_trains, replace_head
 
 IGNORE = -100
 
@@ -47,7 +47,7 @@ class InstructTask(FinetuneTask):
 
     def __init__(self, backbone: nn.Module, *, targets_only: bool, sample_tokens: int, **common):
         super().__init__(backbone, **common)
-        if self.finetune["mode"] != "full":
+        if self.finetune["mode"] != "full" and head_trains(self.finetune):
             untie_head(backbone)  # tied head would train the frozen embedding too
         self.freeze_body()
         self.targets_only = targets_only
