@@ -57,6 +57,25 @@ RULES = {
     "python -m gptft.evaluate ckpt=... judge.enabled=true judge.model=llama3":
         (SKIP, "needs an Ollama server; tests/test_evaluate.py uses a local stand-in"),
     CHAT: (RUN, "with max_new_tokens=12"),
+    "python -m gptft.train task=spam finetune.mode=lora": (COMPOSE, "GPT-2 124M for minutes"),
+    "python -m gptft.train task=spam finetune.mode=lora lora.r=16 lora.alpha=32 lora.blocks=6 'lora.targets=[attention]'":
+        (COMPOSE, "GPT-2 124M for minutes; tests/test_lora.py trains tiny LoRA runs"),
+    "python -m gptft.train task=instruct finetune.mode=lora lora.train_head=false": (COMPOSE, "GPT-2 124M for minutes"),
+    **{f"python -m gptft.export ckpt=outputs/{task}/<run>/checkpoints/best.ckpt {args}":
+       (SKIP, "needs a trained checkpoint; tests/test_export.py exports tiny ones and loads them with transformers")
+       for task, args in (("spam", "out=exports/spam"), ("instruct", "out=exports/instruct"),
+                          ("instruct", "out=exports/gguf format=gguf dtype=q8_0"))},
+    'ollama create my-model -f exports/gguf/Modelfile && ollama run my-model "Name three primary colors."':
+        (SKIP, "Ollama is not installed on our build machines"),
+    "pip install -e '.[serve]'": (SKIP, "the set-up's test extra already installs litserve"),
+    "python -m gptft.serve ckpt=outputs/spam/<run>/checkpoints/best.ckpt":
+        (SKIP, "a server that runs until stopped; tests/test_serve.py serves tiny checkpoints"),
+    "python -m gptft.serve ckpt=outputs/instruct/<run>/checkpoints/best.ckpt port=8001 api_key=s3cret":
+        (SKIP, "a server that runs until stopped; tests/test_serve.py serves tiny checkpoints"),
+    """curl -s 127.0.0.1:8000/predict -H 'Content-Type: application/json' -d '{"text": "You won a prize! Call now"}'""":
+        (SKIP, "needs the server above; tests/test_serve.py posts the same JSON with a real client"),
+    "python -m gptft.evaluate ckpt=... judge.enabled=true judge.api=openai judge.url=http://127.0.0.1:8000/v1 "
+    "judge.model=gptft": (SKIP, "needs the server above; tests/test_serve.py runs the judge against gptft.serve"),
 }
 SUBSTITUTES = {  # what a RUN command gets in place of, or in addition to, what the README writes
     TRIAL: ["data.path={subset}", "hydra.run.dir={run}"],
