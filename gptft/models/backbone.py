@@ -18,6 +18,7 @@ from ..errors import GptftError
 
 class Backbone(nn.Module):
     arch = "base"
+    weights_source: str | None = None  # the file or folder pretrained weights were read from; None: random init
 
     @property
     def head(self) -> nn.Module:
