@@ -31,10 +31,10 @@ QUICK = ["task=spam", "model=gpt2-tiny", "model.pretrained=true", "trainer.max_e
 TEXTS = ["WINNER!! Claim your free prize now, call 09061701461", "see you at 5"]
 
 
-def _hf_gpt2(folder: Path, safe: bool = True) -> Path:
+def _hf_gpt2(folder: Path, safe: bool = True, seed: int = 0) -> Path:
     """A random 2-layer GPT-2 written by transformers' own save_pretrained (safetensors), or its state_dict
     saved as pytorch_model.bin, the format of older Hub repositories."""
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     cfg = transformers.GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=256)
     model = transformers.GPT2LMHeadModel(cfg)
     model.save_pretrained(folder)
@@ -114,7 +114,7 @@ def test_resume_needs_last_and_the_same_backbone(runs, tmp_path):
     with pytest.raises(CheckpointError, match="resume from the last.ckpt beside it"):
         check_resume(ckpts["small"] / "best.ckpt")
     check_resume(ckpts["small"] / "last.ckpt")
-    other = _hf_gpt2(tmp_path / "other")  # the same shape, other weights
+    other = _hf_gpt2(tmp_path / "other", seed=1)  # the same shape, other weights
     cfg = compose_cfg(tmp_path, *QUICK, "trainer.max_epochs=2", f"model.checkpoint={other}",
                       f"ckpt_path={ckpts['small'] / 'last.ckpt'}")
     with pytest.raises(CheckpointError, match="the frozen backbone differs"):

@@ -151,7 +151,8 @@ def load_checkpoint(path: str | Path, expect_task: str | type | None = None):
             f"(train it with python -m gptft.train task={want})"
         )
     args = _checked_args(cls, meta["task_args"], f"{path}: task_args",
-                         skip=("backbone", "data", "tokenizer", "name", "finetune", "meta", "optimizer", "scheduler"))
+                         skip=("backbone", "data", "tokenizer", "name", "finetune", "meta", "optimizer", "scheduler",
+                               "checkpoint_full"))
     tokenizer = tokenizer_from_spec(meta["tokenizer"])
     full = meta.get("frozen_included", True)  # checkpoints older than the reference hold everything
     backbone = backbone_from_meta(meta) if full else reference.rebuild(meta, path)
