@@ -11,6 +11,7 @@ is missing or different. A file is hashed once per process (cached by path, size
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import time
@@ -60,8 +61,6 @@ def weight_files(source: Path) -> list[Path]:
                 return weight_files(source / name)
         return []
     if source.name.endswith(".index.json"):
-        import json
-
         shards = sorted(set(json.loads(source.read_text())["weight_map"].values()))
         return [source, *(source.parent / s for s in shards)]
     return [source]
@@ -115,8 +114,9 @@ def _check_files(ref: Mapping, where: Path) -> None:
     for entry in ref.get("files") or []:
         path, size, sha = Path(str(entry.get("path"))), entry.get("size"), entry.get("sha256")
         if not path.is_file():
-            raise MissingCheckpoint(f"{where} refers to its frozen backbone {path} (sha256 {sha}, {size} bytes), "
-                                    f"which does not exist; {hint}")
+            origin = f" (a file of the Hub's {ref['hub_id']}, in the Hugging Face cache)" if ref.get("hub_id") else ""
+            raise MissingCheckpoint(f"{where} refers to its frozen backbone {path}{origin} (sha256 {sha}, {size} "
+                                    f"bytes), which does not exist; {hint}")
         actual = file_sha256(path) if path.stat().st_size == size else f"of another file ({path.stat().st_size} bytes)"
         if actual != sha:
             raise CheckpointError(f"{where} refers to its frozen backbone {path} with sha256 {sha}, but that file "

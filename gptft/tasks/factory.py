@@ -102,7 +102,7 @@ def make_task(cfg: DictConfig, backbone, tokenizer, dm) -> FinetuneTask:
     meta = {"task": cfg.task.name, "task_class": cls.__name__, "task_args": args,
             "data_class": type(dm).__name__, "data_args": data_args, **handoff.stored(),
             **_backbone_meta(backbone, tokenizer), "model": _plain(cfg.model), "finetune_cfg": _plain(cfg.finetune),
-            "backbone_ref": reference.describe(backbone, cfg.seed, cfg.model.hub_id)}
+            "backbone_ref": reference.describe(backbone, cfg.seed, None if cfg.model.checkpoint else cfg.model.hub_id)}
     return module(backbone, data=handoff, tokenizer=tokenizer, name=cfg.task.name, finetune=_plain(cfg.finetune),
                   meta=meta, optimizer=hydra.utils.instantiate(cfg.optimizer),
                   scheduler=hydra.utils.instantiate(cfg.scheduler), test_splits=tuple(cfg.task.final_splits),
