@@ -6,6 +6,7 @@ A backbone provides `blocks`, `final_norm` and `embedding`, its LM head as the d
   run_blocks(x, start, stop, kv_caches, pos_offset)   a slice of the block stack
 This base adds `head` (swapped by the tasks with `replace_head`), `context_length`,
 `new_kv_caches()` for `generation.generate`, and `forward(idx, kv_caches, pos_offset) -> logits`.
+The weight loaders set `weights_source`, which small checkpoints refer to (gptft/models/reference.py).
 """
 from __future__ import annotations
 
