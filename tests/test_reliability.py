@@ -106,7 +106,10 @@ def test_kill_9_anywhere_leaves_loadable_checkpoints(tmp_path):
             time.sleep(rng.uniform(0, 3))
         _kill(proc)
         present = _assert_intact(run, tmpdir)
-        assert present == {"best.ckpt", "last.ckpt"} or attempt == 0, present
+        # attempt 0 dies in the first write (best.ckpt), attempt 1 in the second: the first last.ckpt, which a kill
+        # may leave unwritten (last.ckpt is its own file now, no longer a link to best.ckpt made in microseconds)
+        assert present == {"best.ckpt", "last.ckpt"} or attempt == 0 or (attempt == 1 and present == {"best.ckpt"}), \
+            present
     assert in_write == 3  # the kills really hit writes in progress
 
 
