@@ -11,19 +11,23 @@ import lightning as L
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
-from .atomic import link_atomic
 from .checkpoint_io import AtomicCheckpointIO
 from .errors import CheckpointError, ConfigError
 
 
 class BestAndLastCheckpoint(L.Callback):
     """After each validation: best.ckpt when the monitored metric strictly improves (a NaN never does, except
-    that the first validation always makes a best.ckpt), and last.ckpt, a link to best.ckpt when best.ckpt holds
-    this very step, else a full write. At the end of training last.ckpt is written again if steps followed the
-    last validation. Lightning's ModelCheckpoint (save_top_k=1) keeps last.ckpt at the last *best* state instead.
+    that the first validation always makes a best.ckpt), and last.ckpt. At the end of training last.ckpt is
+    written again if steps followed the last validation. Lightning's ModelCheckpoint (save_top_k=1) keeps
+    last.ckpt at the last *best* state instead.
 
-    Every write goes through `trainer.save_checkpoint` (atomic with gptft.checkpoint_io.AtomicCheckpointIO);
-    links are replaced atomically too. `write_s` sums the time spent writing.
+    best.ckpt is for using the model: weights and metadata, no optimizer or loop state (Lightning's
+    weights_only). last.ckpt is for resuming: weights, optimizer, scheduler, loop and random generator states.
+    So last.ckpt is its own file even when it holds the same step as best.ckpt (it was a link to best.ckpt
+    when best.ckpt held the resume state too); keeping AdamW's moments out of best.ckpt makes it a third
+    of the size. Both are small by default (FinetuneTask.on_save_checkpoint leaves the frozen tensors out).
+    Every write goes through `trainer.save_checkpoint` (atomic with gptft.checkpoint_io.AtomicCheckpointIO).
+    `write_s` sums the time spent writing.
 
     The checkpoint also records where training continues (epoch, batches already done in it) and the random
     generators' states; a resumed run hands the position to the data module (`start_train_at`) and restores
@@ -41,7 +45,6 @@ class BestAndLastCheckpoint(L.Callback):
         self.write_s = 0.0
         self._trainer: L.Trainer | None = None
         self._saved_step = -1    # global step of the newest checkpoint written or resumed from
-        self._best_step = -1     # global step best.ckpt holds
         self._epoch = 0          # the epoch being trained and the batches it has finished
         self._batches_done = 0
         self._resume_rng: dict | None = None
@@ -64,20 +67,15 @@ class BestAndLastCheckpoint(L.Callback):
         return math.isnan(best) or (score > best if self.mode == "max" else score < best)
 
     # ---- writing
-    def _save(self, trainer, path: Path) -> None:
+    def _save(self, trainer, path: Path, weights_only: bool) -> None:
         start = time.perf_counter()
-        trainer.save_checkpoint(path, weights_only=False)  # the full state (resume); also silences its log line
+        trainer.save_checkpoint(path, weights_only=weights_only)  # passing it also silences Lightning's log line
         self.write_s += time.perf_counter() - start
 
     def _save_last(self, trainer) -> None:
         last = self.dirpath / "last.ckpt"
         self.last_model_path = str(last)
-        if trainer.is_global_zero and self._best_step == trainer.global_step and self.best_model_path:
-            start = time.perf_counter()
-            link_atomic(last, self.best_model_path)  # replaces the old file or link in one step
-            self.write_s += time.perf_counter() - start
-        else:
-            self._save(trainer, last)  # the rename replaces a link, not its target
+        self._save(trainer, last, weights_only=False)  # the rename replaces a link an older gptft left, not its target
         self._saved_step = trainer.global_step
 
     def _skip(self, trainer) -> bool:
@@ -121,8 +119,7 @@ class BestAndLastCheckpoint(L.Callback):
         score = self._score(trainer)
         if self._improves(score):  # updated first: the checkpoint records this callback's state
             self.best_model_path, self.best_model_score = str(self.dirpath / "best.ckpt"), score
-            self._best_step = trainer.global_step
-            self._save(trainer, self.dirpath / "best.ckpt")
+            self._save(trainer, self.dirpath / "best.ckpt", weights_only=True)
         self._save_last(trainer)
 
     def on_train_end(self, trainer, pl_module) -> None:

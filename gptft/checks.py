@@ -65,6 +65,10 @@ def max_epochs(v, cfg):
     return "must be a positive integer"
 
 
+def boolean(v, cfg=None):
+    return None if isinstance(v, bool) else "must be true or false"
+
+
 def test_ckpt(v, cfg=None):
     return None if v in ("best", "last") else "must be best or last"
 
@@ -101,6 +105,7 @@ RULES = {
     "trainer.accumulate_grad_batches": positive_int,
     "trainer.log_every_n_steps": positive_int,
     "task.test_ckpt": test_ckpt,
+    "checkpoint.full": boolean,
 }
 
 
@@ -137,3 +142,6 @@ def check_resume(ckpt_path) -> None:
     if not (isinstance(ckpt, dict) and ckpt.get("gptft") and "state_dict" in ckpt):
         raise CheckpointError(f"ckpt_path={ckpt_path} is not a gptft training checkpoint; "
                               f"resume from the last.ckpt of a python -m gptft.train run")
+    if "optimizer_states" not in ckpt:
+        raise CheckpointError(f"ckpt_path={ckpt_path} holds the model for using it (a best.ckpt: no optimizer or "
+                              f"loop state); resume from the last.ckpt beside it")

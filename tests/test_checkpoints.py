@@ -47,11 +47,22 @@ def test_last_holds_the_steps_after_the_last_validation(tmp_path):
     assert _differing(best["state_dict"], final.state)      # best.ckpt still holds the older step-5 weights
 
 
-def test_last_links_to_best_when_best_is_the_newest_state(tmp_path):
+def test_best_is_for_use_and_last_for_resuming_when_both_hold_the_newest_state(tmp_path):
+    # best.ckpt: the trained tensors and metadata only; last.ckpt: the same tensors plus the optimizer, loop and
+    # random generator states (it used to be a link to best.ckpt, when best.ckpt held the resume state too)
+    final = FinalWeights()
     cfg = compose_cfg(tmp_path, *QUICK, "trainer.max_epochs=1", "trainer.limit_train_batches=5")
-    fit_and_test(cfg, tmp_path)
-    last = tmp_path / "checkpoints" / "last.ckpt"
-    assert last.is_symlink() and last.resolve() == (tmp_path / "checkpoints" / "best.ckpt").resolve()
+    fit_and_test(cfg, tmp_path, callbacks=(final,))
+    best, last = tmp_path / "checkpoints" / "best.ckpt", tmp_path / "checkpoints" / "last.ckpt"
+    assert not last.is_symlink() and not best.is_symlink()
+    best, last = _load(best), _load(last)
+    assert "optimizer_states" not in best and "callbacks" not in best
+    assert last["optimizer_states"] and last["callbacks"] and last["global_step"] == best["global_step"] == 5
+    assert best["state_dict"].keys() == last["state_dict"].keys()
+    assert not _differing(best["state_dict"], final.state) and not _differing(last["state_dict"], final.state)
+    # small checkpoints: the frozen embedding and blocks stay in the backbone's source (here: the init seed)
+    assert "backbone.transformer.wte.weight" in final.state and "backbone.transformer.wte.weight" not in best["state_dict"]
+    assert best["gptft"]["backbone_ref"]["kind"] == "random" and best["gptft"]["frozen_included"] is False
 
 
 class LastAtEpochStart(L.Callback):

@@ -7,6 +7,7 @@ names), and:
   run_blocks(x, start, stop, kv_caches, pos_offset)   a slice of the block stack
 This base adds `head` (swapped by the tasks with `replace_head`), `context_length`,
 `new_kv_caches()` for `generation.generate`, and `forward(idx, kv_caches, pos_offset) -> logits`.
+The weight loaders set `weights_source`, which small checkpoints refer to (gptft/models/reference.py).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from ..errors import GptftError
 class Backbone(nn.Module):
     arch = "base"
     lora_groups: dict[str, str] = {}
+    weights_source: str | None = None  # the file or folder pretrained weights were read from; None: random init
 
     @property
     def head(self) -> nn.Module:

@@ -59,8 +59,8 @@ def build_backbone(model_cfg: Mapping) -> tuple[nn.Module, Tokenizer]:
     return ARCHS[arch].from_config(model_cfg)
 
 
-def backbone_from_meta(meta: Mapping) -> nn.Module:
-    """A randomly initialised backbone with the shape a checkpoint recorded (its weights come next)."""
+def config_from_meta(meta: Mapping) -> tuple[type, object]:
+    """(module class, its config) for the architecture and shape a checkpoint recorded; refuses unknown ones."""
     arch, shape = meta["arch"], meta["backbone_config"]
     if arch not in ARCHS:
         raise CheckpointError(f"the checkpoint names an unknown backbone architecture {arch!r}; "
@@ -70,4 +70,10 @@ def backbone_from_meta(meta: Mapping) -> nn.Module:
     if unknown:
         raise CheckpointError(f"the checkpoint's {arch} shape has keys {sorted(unknown)} that {config.__name__} "
                               f"does not take")
-    return module(config(**shape))
+    return module, config(**shape)
+
+
+def backbone_from_meta(meta: Mapping) -> nn.Module:
+    """A randomly initialised backbone with the shape a checkpoint recorded (its weights come next)."""
+    module, config = config_from_meta(meta)
+    return module(config)

@@ -227,4 +227,5 @@ def load_gpt2(
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:  # a buffer added to GPT later would stay uninitialised here
         raise RuntimeError(f"not loaded from the checkpoint: {left}")
+    model.weights_source = str(path)
     return model

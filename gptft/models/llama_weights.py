@@ -312,5 +312,6 @@ def load_llama(
     if tokenizer.vocab_size > cfg.vocab_size:
         raise CheckpointError(f"{path}: tokenizer has {tokenizer.vocab_size} tokens, the model {cfg.vocab_size}")
     model = _build(cfg, sd, str(path))
+    model.weights_source = str(path)
     log.info("loaded Llama %s from %s (%.1fM parameters)", cfg, path, model.num_params() / 1e6)
     return model, tokenizer

@@ -1,7 +1,7 @@
 """What every task shares: freezing, the frozen-prefix cache, the optimizer and schedule, checkpoint metadata.
 
 A task class is built with `cls(backbone, data=TaskData, tokenizer=..., name=..., finetune=..., meta=...,
-optimizer=..., scheduler=..., test_splits=..., **its own plain values)`: by the factory from the
+optimizer=..., scheduler=..., test_splits=..., checkpoint_full=..., **its own plain values)`: by the factory from the
 `task.module` config, or from a checkpoint's metadata. Its own values must be plain (str, numbers,
 bools, None, lists), so the checkpoint can store them as data.
 """
@@ -13,9 +13,11 @@ from collections.abc import Callable, Mapping, Sequence
 
 import lightning as L
 import torch
+import torch.nn as nn
 
 from ..data.handoff import TaskData
 from ..errors import CheckpointError, ConfigError
+from ..models import reference
 from ..models.lora import merge_lora
 from ..progress import iterate
 from .finetune import PrefixCache, configure_trainable, set_train_mode
@@ -39,10 +41,11 @@ class FinetuneTask(L.LightningModule):
 
     def __init__(self, backbone: torch.nn.Module, *, data: TaskData, tokenizer, name: str, finetune: Mapping,
                  meta: Mapping, optimizer: Callable | None = None, scheduler: Callable | None = None,
-                 test_splits: Sequence[str] = ("test",)):
+                 test_splits: Sequence[str] = ("test",), checkpoint_full: bool = False):
         """optimizer: params -> torch optimizer; scheduler: (optimizer[, total_steps=]) -> LR scheduler
         stepped every optimizer step (both None when only predicting). test_splits: the splits
-        `trainer.test` scores, in the order of its dataloaders."""
+        `trainer.test` scores, in the order of its dataloaders. checkpoint_full: checkpoints also hold the
+        frozen tensors (else they refer to the backbone's source, meta["backbone_ref"])."""
         super().__init__()
         self.backbone = backbone
         self.task_data = data
@@ -53,6 +56,7 @@ class FinetuneTask(L.LightningModule):
         self.scheduler_factory = scheduler
         self.test_splits = tuple(test_splits)
         self.meta = dict(meta)
+        self.checkpoint_full = checkpoint_full
         self.prefix_cache: PrefixCache | None = None
         self.boundary = 0
         self.final: dict[str, dict] = {}
@@ -149,11 +153,20 @@ class FinetuneTask(L.LightningModule):
             exp.add_text(tag, text, self.global_step)
 
     # -- checkpoints ---------------------------------------------------------------------------
+    def frozen_state_dict(self) -> dict[str, torch.Tensor]:
+        """The state_dict entries of frozen parameters: what a small checkpoint leaves to the backbone's source."""
+        return {k: v.detach() for k, v in self.state_dict(keep_vars=True).items()
+                if isinstance(v, nn.Parameter) and not v.requires_grad}
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["gptft"] = self.meta
+        checkpoint["gptft"] = {**self.meta, "frozen_included": self.checkpoint_full}
+        if not self.checkpoint_full:
+            for key in self.frozen_state_dict():
+                del checkpoint["state_dict"][key]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Refuse a checkpoint whose weights would mean something else in this run."""
+        """Refuse a checkpoint whose weights would mean something else in this run; give a small one this run's
+        frozen tensors, which must be those it was trained with."""
         meta = checkpoint.get("gptft")
         if meta is None:
             raise CheckpointError("the checkpoint has no gptft metadata; resume only from a gptft best.ckpt/last.ckpt")
@@ -178,6 +191,21 @@ class FinetuneTask(L.LightningModule):
                 problems.append(f"{key}: checkpoint {theirs_args.get(key)!r}, this run {mine_args.get(key)!r}")
         if (meta.get("tokenizer") or {}).get("name") != (self.meta.get("tokenizer") or {}).get("name"):
             problems.append("the tokenizer differs")
+        if not problems:
+            problems += self._frozen_problems(checkpoint)
         if problems:
             raise CheckpointError("cannot resume from this checkpoint: " + "; ".join(problems) +
                              ". Resume with the settings it was trained with, or start a new run.")
+        checkpoint["state_dict"] = {**self.frozen_state_dict(), **checkpoint["state_dict"]}
+
+    def _frozen_problems(self, checkpoint: dict) -> list[str]:
+        """This run's frozen tensors must be the checkpoint's: by reference for a small one, by value for a full one."""
+        meta, state = checkpoint["gptft"], checkpoint["state_dict"]
+        frozen = self.frozen_state_dict()
+        if meta.get("frozen_included", True):
+            if all(k in state and torch.equal(state[k].to(v.device), v) for k, v in frozen.items()):
+                return []
+        elif reference.same_backbone(meta.get("backbone_ref"), self.meta.get("backbone_ref")):
+            return []
+        return [f"the frozen backbone differs: checkpoint {reference.shown(meta.get('backbone_ref'))}, this run "
+                f"{reference.shown(self.meta.get('backbone_ref'))}"]

@@ -2,8 +2,10 @@
 
 Training instantiates `task.module` (a `_partial_` of a gptft task class). The checkpoint then keeps
 only data: the task and data module by class name (rebuilt from allow-lists of gptft's own classes,
-gptft.registry), their plain constructor values, the backbone's architecture name and shape, and
-the tokenizer spec. Nothing read from a checkpoint is ever instantiated as a `_target_` or imported.
+gptft.registry), their plain constructor values, the backbone's architecture name and shape, the
+tokenizer spec, and a reference to the frozen backbone's source (gptft/models/reference.py), which a
+small checkpoint (the default) is loaded from. Nothing read from a checkpoint is ever instantiated as a
+`_target_` or imported.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..data.base import TextDataModule
 from ..data.handoff import TaskData
 from ..errors import CheckpointError, ConfigError
+from ..models import reference
 from ..registry import gptft_subclasses
 from .base import FinetuneTask
 
@@ -98,10 +101,12 @@ def make_task(cfg: DictConfig, backbone, tokenizer, dm) -> FinetuneTask:
     handoff = dm.task_data(int(cfg.task.sample_prompts))
     meta = {"task": cfg.task.name, "task_class": cls.__name__, "task_args": args,
             "data_class": type(dm).__name__, "data_args": data_args, **handoff.stored(),
-            **_backbone_meta(backbone, tokenizer), "model": _plain(cfg.model), "finetune_cfg": _plain(cfg.finetune)}
+            **_backbone_meta(backbone, tokenizer), "model": _plain(cfg.model), "finetune_cfg": _plain(cfg.finetune),
+            "backbone_ref": reference.describe(backbone, cfg.seed, None if cfg.model.checkpoint else cfg.model.hub_id)}
     return module(backbone, data=handoff, tokenizer=tokenizer, name=cfg.task.name, finetune=_plain(cfg.finetune),
                   meta=meta, optimizer=hydra.utils.instantiate(cfg.optimizer),
-                  scheduler=hydra.utils.instantiate(cfg.scheduler), test_splits=tuple(cfg.task.final_splits))
+                  scheduler=hydra.utils.instantiate(cfg.scheduler), test_splits=tuple(cfg.task.final_splits),
+                  checkpoint_full=bool(cfg.checkpoint.full))
 
 
 # ---- from a checkpoint ---------------------------------------------------------------------------
@@ -125,7 +130,8 @@ def _lookup(registry: dict[str, type], name, path: Path, kind: str) -> type:
 
 
 def load_checkpoint(path: str | Path, expect_task: str | type | None = None):
-    """(task module in eval mode, tokenizer, meta) from a gptft checkpoint, with no download.
+    """(task module in eval mode, tokenizer, meta) from a gptft checkpoint, with no download. A small
+    checkpoint's frozen tensors are read from the source its reference names, which must be unchanged.
 
     expect_task: a task name (meta "task") or a task class the checkpoint's task must be."""
     from ..models.build import backbone_from_meta
@@ -145,12 +151,23 @@ def load_checkpoint(path: str | Path, expect_task: str | type | None = None):
             f"(train it with python -m gptft.train task={want})"
         )
     args = _checked_args(cls, meta["task_args"], f"{path}: task_args",
-                         skip=("backbone", "data", "tokenizer", "name", "finetune", "meta", "optimizer", "scheduler"))
+                         skip=("backbone", "data", "tokenizer", "name", "finetune", "meta", "optimizer", "scheduler",
+                               "checkpoint_full"))
     tokenizer = tokenizer_from_spec(meta["tokenizer"])
-    backbone = backbone_from_meta(meta)
+    full = meta.get("frozen_included", True)  # checkpoints older than the reference hold everything
+    backbone = backbone_from_meta(meta) if full else reference.rebuild(meta, path)
     task = cls(backbone, data=TaskData.from_stored(meta), tokenizer=tokenizer, name=meta["task"],
                finetune={**meta["finetune_cfg"], "cache_prefix": False}, meta=meta, **args)
-    task.load_state_dict(ckpt["state_dict"])
+    state = ckpt.get("state_dict")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} has no state_dict; it is not a gptft checkpoint")
+    damaged = f"{path} does not fit its own metadata, it is damaged or from another gptft"
+    try:
+        fits = task.load_state_dict({**({} if full else task.frozen_state_dict()), **state}, strict=False)
+    except RuntimeError as err:  # a tensor of the wrong shape
+        raise CheckpointError(f"{damaged}: {str(err).splitlines()[-1].strip()}") from None
+    if fits.missing_keys or fits.unexpected_keys:
+        raise CheckpointError(f"{damaged}: missing {fits.missing_keys[:3]}, unexpected {fits.unexpected_keys[:3]}")
     task.merge_adapters()  # LoRA: predictions run on merged weights
     return task.eval(), tokenizer, meta
 
