@@ -170,13 +170,6 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None], si
     return _put_in_place(Path(path), make_temp, size_hint)
 
 
-def link_atomic(path: str | os.PathLike, target: str | os.PathLike) -> Path:
-    """Make `path` a symlink to `target` (relative when both share a folder), replacing what was there in one step."""
-    path = Path(path)
-    rel = os.path.relpath(Path(target).absolute(), path.absolute().parent)
-    return _put_in_place(path, lambda tmp: os.symlink(rel, tmp), None)
-
-
 def write_text(path: str | os.PathLike, text: str) -> Path:
     data = text.encode("utf-8")
     return write_atomic(path, lambda f: f.write(data), size_hint=len(data))
