@@ -121,7 +121,7 @@ CASES = [
     (T, ["ckpt_path={random_ckpt}"], "ckpt_path=", IN),
     (T, ["ckpt_path={evil_ckpt}"], "never loads", SUB),
     (T, ["ckpt_path={foreign_ckpt}"], "not a gptft training checkpoint", SUB),
-    (T, ["ckpt_path={best}"], "resume from the last.ckpt beside it", IN),
+    (T, ["ckpt_path={best}"], "resume from the last.ckpt beside it", SUB),
     (T, ["checkpoint.full=maybe"], "checkpoint.full=maybe must be true or false", IN),
     (T, ["model=gpt2", "model.checkpoint={missing}"], "model.checkpoint=", IN),
     (T, ["model=gpt2", "model.checkpoint={trunc_st}"], "not a readable safetensors file", SUB),
