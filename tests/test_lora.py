@@ -188,8 +188,9 @@ def test_llama_instruct_with_a_frozen_tied_head(tmp_path, shared_gguf, shared_da
                       "task.final_splits=[test]", "task.sample_prompts=0", "precision=32")
     fit_and_test(cfg, tmp_path)
     state = torch.load(tmp_path / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)["state_dict"]
-    # the head stays the embedding (tied, frozen): no untied 49,152 x 576 copy is trained or saved separately
-    assert torch.equal(state["backbone.lm_head.weight"], state["backbone.model.embed_tokens.weight"])
+    # the head stays the embedding (tied, frozen): no 49,152 x 576 matrix is trained, so the small checkpoint
+    # holds neither (the frozen backbone is re-read from the GGUF it refers to)
+    assert not [k for k in state if k.startswith(("backbone.lm_head.", "backbone.model.embed_tokens."))]
     assert any("self_attn.q_proj.lora_A" in k for k in state) and not any("k_proj.lora" in k for k in state)
     task, _, _ = load_checkpoint(tmp_path / "checkpoints" / "best.ckpt", expect_task="instruct")
     assert not has_adapters(task) and task.backbone.lm_head.weight is task.backbone.embedding.weight
