@@ -124,19 +124,19 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, callbacks: tuple = ()) -> dict:
     return metrics
 
 
-def written_mib(folder: Path) -> tuple[float, float]:
-    """(MiB of the files under `folder`, MiB of those in checkpoints/); a link counts as nothing (last.ckpt
-    linked to best.ckpt is not a second copy)."""
+def written_mib(folder: Path, since: float) -> tuple[float, float]:
+    """(MiB of the files under `folder` written since `since` (a time.time()), MiB of those in its checkpoints/):
+    a reused folder's older files are not this run's; a link counts as nothing."""
     total = ckpts = 0
     for path in folder.rglob("*"):
-        if path.is_file() and not path.is_symlink():
+        if path.is_file() and not path.is_symlink() and path.stat().st_mtime >= int(since):  # coarse clocks
             size = path.stat().st_size
             total += size
-            ckpts += size if "checkpoints" in path.relative_to(folder).parts else 0
+            ckpts += size if path.parent == folder / "checkpoints" else 0
     return total / 2**20, ckpts / 2**20
 
 
-def summary(metrics: dict, run_dir: Path) -> str:
+def summary(metrics: dict, run_dir: Path, started: float) -> str:
     lines = [f"gptft {metrics['task']} with {metrics['model']}: done in {metrics['wall_time_s']} s, "
              f"peak memory {metrics['peak_rss_mib'] / 1024:.2f} GiB, precision {metrics['precision']}"]
     splits = metrics["splits"]
@@ -152,7 +152,7 @@ def summary(metrics: dict, run_dir: Path) -> str:
             lines.append(f"  {n[:10]:>10}  " + "".join(f"{v:>12}" for v in row))
     lines.append(f"  run folder:  {run_dir}")
     lines.append(f"  best ckpt:   {metrics['best_ckpt']}")
-    total, ckpts = written_mib(run_dir)
+    total, ckpts = written_mib(run_dir, started)
     lines.append(f"  disk:        {total:.1f} MiB written to the run folder ({ckpts:.1f} MiB checkpoints)")
     lines.append(f"  TensorBoard: tensorboard --logdir {run_dir / 'tensorboard'}")
     return "\n".join(lines)
@@ -160,10 +160,11 @@ def summary(metrics: dict, run_dir: Path) -> str:
 
 def train(cfg: DictConfig) -> float | None:
     """Run one job; return the value of `cfg.optimized_metric` (for sweepers)."""
+    started = time.time()
     run_dir = start_run(cfg)  # config checks, then this job's claim on its folder
     with discarded_on_failure(run_dir):
         metrics = fit_and_test(cfg, run_dir)
-    print(summary(metrics, run_dir), flush=True)
+    print(summary(metrics, run_dir, started), flush=True)
     return metrics["flat"].get(cfg.optimized_metric)
 
 

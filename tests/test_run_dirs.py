@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,18 @@ def test_a_claim_is_reentrant_and_dies_with_its_process(tmp_path):
         holder.send_signal(signal.SIGKILL)  # no clean-up code runs: the kernel drops the lock
         holder.wait()
     assert claim(other) == other.resolve()
+
+
+def test_the_disk_line_counts_only_this_runs_files(tmp_path):
+    """A reused folder (a fixed hydra.run.dir) keeps an earlier run's files: they are not this run's writes."""
+    from gptft.train import written_mib
+
+    old = tmp_path / "earlier" / "checkpoints" / "best.ckpt"
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b"x" * 2**20)
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    started = time.time()
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "best.ckpt").write_bytes(b"x" * 2**21)
+    (tmp_path / "metrics.json").write_bytes(b"x" * 2**19)
+    assert written_mib(tmp_path, started) == (2.5, 2.0)
