@@ -91,6 +91,15 @@ def weights_path(v, cfg=None):
     return "does not exist; give a weights file or folder (or model.pretrained=false for random weights)"
 
 
+def strategy(v, cfg=None):
+    name = str(v.get("_target_", "")) if isinstance(v, DictConfig) else str(v)
+    if any(word in name.lower() for word in ("spawn", "fork", "notebook")):
+        return ("trains in worker processes that this process starts and cannot read back, so no scores, "
+                "metrics.json or summary would come out of them; use trainer.strategy=ddp (or device=cpu-ddp / "
+                "gpu-ddp), which starts the other ranks as processes of their own")
+    return None
+
+
 RULES = {
     "seed": seed,
     "optimizer.lr": non_negative_number,
@@ -104,6 +113,8 @@ RULES = {
     "trainer.max_epochs": max_epochs,
     "trainer.accumulate_grad_batches": positive_int,
     "trainer.log_every_n_steps": positive_int,
+    "trainer.strategy": strategy,
+    "trainer.num_nodes": positive_int,
     "task.test_ckpt": test_ckpt,
     "checkpoint.full": boolean,
 }

@@ -4,6 +4,7 @@ The claim is an exclusive lock (flock) on `<folder>/.gptft-owner`, held until th
 kernel drops it when the process dies (even by kill -9), so a crashed run never blocks its folder.
 The default folder names are already unique (a microsecond stamp, see conf/train.yaml); the claim
 covers the rest: two runs given the same `hydra.run.dir`, or the same stamp on two machines.
+In a multi-process run rank 0 claims the folder and the other ranks share it (gptft/ranks.py).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from omegaconf import DictConfig
 
 from .checks import validate
 from .errors import ConfigError, friendly_errors
+from .ranks import is_first_rank
 
 OWNER_FILE = ".gptft-owner"
 _held: dict[Path, int] = {}  # folder -> open descriptor holding its lock (for the life of the process)
@@ -28,6 +30,9 @@ _held: dict[Path, int] = {}  # folder -> open descriptor holding its lock (for t
 def claim(folder: str | Path, key: str = "run_dir") -> Path:
     """Create `folder` if needed and take it for this process; a ConfigError when another live run holds it."""
     folder = Path(folder).resolve()
+    if not is_first_rank():  # rank 0 holds the folder for the whole run
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
     if folder in _held:  # this process already owns it (a sweep job, a second train() call)
         return folder
     folder.mkdir(parents=True, exist_ok=True)
@@ -71,7 +76,7 @@ def discarded_on_failure(folder: Path):
         yield
     except BaseException:
         folder = Path(folder).resolve()
-        if folder.is_dir() and folder != Path.cwd().resolve() and startup_only(folder):
+        if is_first_rank() and folder.is_dir() and folder != Path.cwd().resolve() and startup_only(folder):
             release(folder)
             shutil.rmtree(folder, ignore_errors=True)  # silently: a bad input stays one `error:` line
         raise

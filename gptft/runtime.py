@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import time
 
+import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -71,5 +72,7 @@ def resolve_precision(precision: str, accelerator: str) -> str:
 
 def resolve_trainer_kwargs(trainer_cfg: DictConfig | dict) -> dict:
     kw = OmegaConf.to_container(trainer_cfg, resolve=True) if isinstance(trainer_cfg, DictConfig) else dict(trainer_cfg)
+    if isinstance(kw.get("strategy"), dict) and "_target_" in kw["strategy"]:  # a Strategy object from its node
+        kw["strategy"] = hydra.utils.instantiate(kw["strategy"])
     kw["precision"] = resolve_precision(str(kw.get("precision", "auto")), str(kw.get("accelerator", "auto")))
     return kw

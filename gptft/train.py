@@ -9,7 +9,9 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from .atomic import write_json
@@ -23,6 +25,7 @@ from .tasks.factory import make_task
 from .runtime import resolve_trainer_kwargs
 from .progress import progress_bar
 from .quiet import quiet
+from .ranks import gathered
 from .run_dir import discarded_on_failure, start_run
 
 log = logging.getLogger("gptft.train")
@@ -92,7 +95,9 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, callbacks: tuple = ()) -> dict:
         logger=instantiate_all(cfg.logger, "logger"), default_root_dir=str(run_dir),
         # checkpoints are written atomically, by callbacks.model_checkpoint alone (no default ModelCheckpoint)
         plugins=[AtomicCheckpointIO()], enable_checkpointing=False,
+        use_distributed_sampler=False,  # the data module shards every split itself, without padding (EvalBatches)
     )
+    refuse_self_launch_in_sweep(trainer)
     trainer.fit(task, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)
     ckpt = next((c for c in trainer.callbacks if isinstance(c, BestAndLastCheckpoint)), None)
     last = (ckpt.last_model_path or None) if ckpt else None
@@ -100,6 +105,10 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, callbacks: tuple = ()) -> dict:
     scored = best if cfg.task.test_ckpt == "best" else last
     trainer.test(task, dataloaders=[dm.eval_dataloader(s) for s in task.test_splits], ckpt_path=scored, verbose=False,
                  weights_only=True)
+    flat = {f"{s}/{k}": v for s, d in task.final.items() for k, v in d.items() if not isinstance(v, list)}
+    per_rank = across_ranks(trainer, task)  # every rank takes part; the scores are the same on all of them
+    if not trainer.is_global_zero:
+        return {"flat": flat}
     log_run_summary(trainer.loggers, cfg, {f"{split_prefix(s)}/{k}": v for s, d in task.final.items()
                                            for k, v in d.items() if not isinstance(v, list)}, trainer.global_step)
 
@@ -111,17 +120,43 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, callbacks: tuple = ()) -> dict:
         "scored_ckpt": scored,
         "last_ckpt": last,
         "wall_time_s": round(time.perf_counter() - start, 1),
-        "peak_rss_mib": round(peak_rss_mib(), 1),
+        **per_rank,
         "checkpoint_write_s": round(getattr(ckpt, "write_s", 0.0), 3),  # small models write in milliseconds
         "precision": str(trainer.precision),
         "data": dm.report,
-        "prefix_cache": task.cache_stats(),
     }
     if task.task_data.label_names:
         metrics["label_names"] = list(task.task_data.label_names)
-    metrics["flat"] = {f"{s}/{k}": v for s, d in task.final.items() for k, v in d.items() if not isinstance(v, list)}
+    metrics["flat"] = flat
     write_json(run_dir / "metrics.json", metrics)
     return metrics
+
+
+def refuse_self_launch_in_sweep(trainer: L.Trainer) -> None:
+    """Lightning starts the other ranks by re-running this command, `-m` included: each would run the whole sweep
+    again (and a sweeper would hand them other values). In a sweep the ranks must come from the launcher."""
+    env = getattr(trainer.strategy, "cluster_environment", None)
+    if (trainer.world_size > 1 and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+            and not (env is not None and env.creates_processes_externally)):
+        raise ConfigError(f"-m with trainer.strategy={trainer.strategy.__class__.__name__} on {trainer.world_size} "
+                          f"processes: Lightning would start the other ranks by re-running the whole sweep; run the "
+                          f"jobs one process each (device=cpu / gpu), launch each job alone (without -m), or sweep "
+                          f"with a launcher that starts every job's ranks (hydra/launcher=submitit_slurm with "
+                          f"tasks_per_node = devices)")
+
+
+def across_ranks(trainer: L.Trainer, task) -> dict:
+    """metrics.json's per-process figures: peak memory (the largest process's, and each one's) and the frozen-prefix
+    caches (their total over all processes). One process: its own figures, as before."""
+    cache = task.cache_stats()
+    rows = gathered(trainer, [peak_rss_mib(), *((cache["examples"], cache["mib"]) if cache else (0, 0))])
+    out = {"peak_rss_mib": round(max(r[0] for r in rows), 1)}
+    if len(rows) > 1:
+        out.update(processes=len(rows), peak_rss_mib_per_process=[round(r[0], 1) for r in rows])
+        if cache:
+            cache = {**cache, "examples": int(sum(r[1] for r in rows)), "mib": round(sum(r[2] for r in rows), 2),
+                     "processes": len(rows)}
+    return {**out, "prefix_cache": cache}
 
 
 def written_mib(folder: Path, since: float) -> tuple[float, float]:
@@ -137,8 +172,10 @@ def written_mib(folder: Path, since: float) -> tuple[float, float]:
 
 
 def summary(metrics: dict, run_dir: Path, started: float) -> str:
-    lines = [f"gptft {metrics['task']} with {metrics['model']}: done in {metrics['wall_time_s']} s, "
-             f"peak memory {metrics['peak_rss_mib'] / 1024:.2f} GiB, precision {metrics['precision']}"]
+    ranks = f" on {metrics['processes']} processes" if metrics.get("processes") else ""
+    lines = [f"gptft {metrics['task']} with {metrics['model']}: done in {metrics['wall_time_s']} s{ranks}, "
+             f"peak memory {metrics['peak_rss_mib'] / 1024:.2f} GiB{' per process' if ranks else ''}, "
+             f"precision {metrics['precision']}"]
     splits = metrics["splits"]
     cols = [k for k in ("acc", "f1", "loss", "ppl") if any(k in d for d in splits.values())]
     lines.append("  split  " + "".join(f"{c:>12}" for c in cols))
@@ -164,7 +201,8 @@ def train(cfg: DictConfig) -> float | None:
     run_dir = start_run(cfg)  # config checks, then this job's claim on its folder
     with discarded_on_failure(run_dir):
         metrics = fit_and_test(cfg, run_dir)
-    print(summary(metrics, run_dir, started), flush=True)
+    if "task" in metrics:  # rank 0 (the other ranks of a multi-process run write and print nothing)
+        print(summary(metrics, run_dir, started), flush=True)
     return metrics["flat"].get(cfg.optimized_metric)
 
 

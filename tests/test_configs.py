@@ -26,7 +26,7 @@ def _compose(*overrides):
 def test_groups_hold_the_contract_names():
     assert GROUPS["task"] == ["instruct", "spam"]
     assert {"gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "gpt2-tiny"} <= set(GROUPS["model"])
-    assert GROUPS["device"] == ["auto", "cpu", "gpu", "mps"]
+    assert {"auto", "cpu", "gpu", "mps", "cpu-ddp", "gpu-ddp", "gpu-fsdp"} == set(GROUPS["device"])
     assert {"book-ch06", "book-ch07"} <= set(GROUPS["experiment"])
 
 
@@ -43,7 +43,8 @@ def test_task_model_compose(task, model):
 @pytest.mark.parametrize("precision", ["32", "bf16", "16", "auto"])
 def test_device_precision_compose(device, precision):
     cfg = _compose(f"device={device}", f"precision={precision}")
-    assert cfg.trainer.accelerator == {"auto": "auto", "cpu": "cpu", "gpu": "gpu", "mps": "mps"}[device]
+    assert cfg.trainer.accelerator == device.split("-")[0]
+    assert cfg.trainer.strategy == {"ddp": "ddp", "fsdp": "fsdp"}.get(device.partition("-")[2], "auto")
     if precision == "16":
         with pytest.raises(ValueError, match="needs a GPU"):
             resolve_trainer_kwargs({**cfg.trainer, "accelerator": "cpu"})

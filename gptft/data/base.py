@@ -7,7 +7,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from gptft.data.collate import BucketBatchSampler, EpochShuffle, ResumableBatchSampler
+from gptft.data.collate import BucketBatchSampler, EpochShuffle, EvalBatches, ResumableBatchSampler
 from gptft.data.download import ensure_file
 from gptft.errors import GptftError
 
@@ -96,7 +96,12 @@ class TextDataModule(L.LightningDataModule):
                 f"the train split has {len(self.train_set)} examples, fewer than data.batch_size="
                 f"{self.batch_size}; lower data.batch_size or use more data"
             )
-        order = EpochShuffle(self.train_set, seed=self.seed)
+        rank, world = self.ranks()
+        if world > 1 and len(self.train_set) // world < self.batch_size:
+            raise DataError(f"the train split has {len(self.train_set)} examples: {len(self.train_set) // world} for each "
+                            f"of the {world} processes, fewer than data.batch_size={self.batch_size}; lower "
+                            f"data.batch_size or trainer.devices")
+        order = EpochShuffle(self.train_set, seed=self.seed, rank=rank, world_size=world)
         if self.bucket:
             batches = BucketBatchSampler(order, self.batch_size, drop_last=True, lengths=self.bucket_lengths())
         else:
@@ -106,6 +111,13 @@ class TextDataModule(L.LightningDataModule):
         order.set_epoch(epoch)  # Lightning sets it only after its first batch of a (resumed) fit is drawn
         batches.skip_next(skip)
         return self._loader(self.train_set, batch_sampler=batches)
+
+    def ranks(self) -> tuple[int, int]:
+        """(this process's rank, number of processes) of the trainer using this module; (0, 1) without one.
+        The loaders shard the data themselves (the trainer runs with use_distributed_sampler=False)."""
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
     def val_dataloader(self) -> DataLoader:
         return self.eval_dataloader("val")
 
@@ -113,11 +125,16 @@ class TextDataModule(L.LightningDataModule):
         return self.eval_dataloader("test")
 
     def eval_dataloader(self, split: str) -> DataLoader:
-        """Every example of `split` ("train", "val" or "test") in order: no shuffling, no dropped batch."""
+        """Every example of `split` ("train", "val" or "test") in order: no shuffling, no dropped batch; with
+        several processes each scores its share of the same batches (EvalBatches)."""
         if split not in SPLITS:
             raise DataError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
         self.setup()
-        return self._loader(getattr(self, f"{split}_set"), batch_size=self.batch_size, shuffle=False)
+        data, (rank, world) = getattr(self, f"{split}_set"), self.ranks()
+        if 0 < len(data) < world:
+            raise DataError(f"the {split} split has {len(data)} examples, fewer than the {world} processes that "
+                            f"score it; use more data or lower trainer.devices")
+        return self._loader(data, batch_sampler=EvalBatches(len(data), self.batch_size, rank, world))
 
     def _loader(self, dataset: list[dict], **kwargs) -> DataLoader:
         # an own generator: each new iterator draws a worker seed from it, which would otherwise move the

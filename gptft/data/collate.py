@@ -84,15 +84,23 @@ class InstructCollate:
 class EpochShuffle(RandomSampler):
     """A shuffled order of `data_source` that depends on (seed, epoch) alone, not on how many epochs this
     process has already drawn: a resumed run sees the order an uninterrupted one would. Lightning calls
-    `set_epoch` before each epoch; being a RandomSampler tells Lightning that it shuffles."""
+    `set_epoch` before each epoch; being a RandomSampler tells Lightning that it shuffles.
 
-    def __init__(self, data_source: Sized, seed: int):
+    With several ranks (`world_size` > 1) every rank draws the same order and takes every world_size-th
+    example from position `rank`, after dropping the remainder (under world_size examples, different ones
+    each epoch), so all ranks train the same number of batches."""
+
+    def __init__(self, data_source: Sized, seed: int, rank: int = 0, world_size: int = 1):
         super().__init__(data_source)
         self.seed = seed
         self.epoch = 0
+        self.rank, self.world_size = rank, world_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.data_source) // self.world_size
 
     def __iter__(self) -> Iterator[int]:
         # replay the draws a seeded DataLoader(shuffle=True) made per epoch under Lightning (a worker base
@@ -101,7 +109,30 @@ class EpochShuffle(RandomSampler):
         for _ in range(self.epoch + 1):
             torch.empty((), dtype=torch.int64).random_(generator=g)
             order = torch.randperm(n, generator=g)
+        if self.world_size > 1:
+            order = order[self.rank : n // self.world_size * self.world_size : self.world_size]
         return iter(order.tolist())
+
+
+class EvalBatches(Sampler[list[int]]):
+    """Every example of an evaluation split exactly once, in order, in the batches one process makes
+    (`batch_size` consecutive examples). With several ranks each takes every world_size-th of those same
+    batches (no padding, no duplicates: DistributedSampler would repeat examples to even the ranks out), so
+    a batch's results are those of one process and summed counts are the split's. A split with fewer
+    batches than ranks is cut into world_size nearly equal batches instead (it needs n >= world_size)."""
+
+    def __init__(self, n: int, batch_size: int, rank: int = 0, world_size: int = 1):
+        if -(-n // batch_size) >= world_size:
+            batches = [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+        else:
+            batches = [list(range(k * n // world_size, (k + 1) * n // world_size)) for k in range(world_size)]
+        self.batches = batches[rank::world_size]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
 
 
 class ResumableBatchSampler(BatchSampler):

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 import lightning as L
 import torch
 import torch.nn as nn
+from torchmetrics import MeanMetric, Metric, SumMetric
 
 from ..data.handoff import TaskData
 from ..errors import CheckpointError, ConfigError
@@ -28,6 +29,12 @@ CACHE_DTYPES = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp
 
 # a resumed checkpoint must agree with the run on these, or its weights mean something else
 _RESUME_KEYS = ("task", "task_class", "label_names", "prompt_style", "positive_index")
+
+
+def exact_sum(metric: Metric) -> Metric:
+    """The metric summing in float64: float32 losses add up exactly there in any order, so the ranks of a
+    multi-process run, each summing its share, give the bits one process gives (MPS has no float64: see setup)."""
+    return metric.set_dtype(torch.float64)
 
 
 def split_prefix(split: str) -> str:
@@ -60,6 +67,12 @@ class FinetuneTask(L.LightningModule):
         self.prefix_cache: PrefixCache | None = None
         self.boundary = 0
         self.final: dict[str, dict] = {}
+
+    def setup(self, stage: str) -> None:
+        if self.trainer.strategy.root_device.type == "mps":  # no float64 there: exact_sum's sums stay float32
+            for metric in self.modules():
+                if isinstance(metric, (MeanMetric, SumMetric)):
+                    metric.set_dtype(torch.float32)
 
     def freeze_body(self) -> None:
         """Call once the head is in place: set requires_grad and decide on the prefix cache."""
@@ -142,7 +155,7 @@ class FinetuneTask(L.LightningModule):
         if self.prefix_cache is not None and self.current_epoch == 0:
             stats = self.prefix_cache.stats()
             log.info("frozen-prefix cache: %d examples, %.1f MiB", stats["examples"], stats["mib"])
-            self.log("cache/size_mib", stats["mib"])
+            self.log("cache/size_mib", stats["mib"], sync_dist=True, reduce_fx="sum")  # all ranks' caches
 
     def on_test_epoch_start(self) -> None:
         self.final = {}

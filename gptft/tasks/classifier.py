@@ -11,7 +11,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from ..data.handoff import TaskData
 from ..errors import ConfigError
-from .base import FinetuneTask, split_prefix
+from .base import FinetuneTask, exact_sum, split_prefix
 from .finetune import head_trains, replace_head
 
 POOLINGS = ("last_token", "last")
@@ -60,7 +60,7 @@ class ClassifierTask(FinetuneTask):
         self.metrics = nn.ModuleDict({f"{s}_": MetricCollection({"acc": MulticlassAccuracy(n, average="micro"),
                                                                  "f1": f1()}) for s in SPLITS})
         self.confusion = nn.ModuleDict({f"{s}_": MulticlassConfusionMatrix(n) for s in SPLITS})
-        self.losses = nn.ModuleDict({f"{s}_": MeanMetric() for s in SPLITS})
+        self.losses = nn.ModuleDict({f"{s}_": exact_sum(MeanMetric()) for s in SPLITS})
 
     def cache_blocker(self) -> str | None:
         if self.pooling == "last":
@@ -81,7 +81,7 @@ class ClassifierTask(FinetuneTask):
         self.confusion[key].update(preds, batch["labels"])
         self.losses[key].update(loss.detach(), weight=len(preds))
         if log_name == "train":
-            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(preds))
+            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(preds), sync_dist=True)
         return loss
 
     def training_step(self, batch, batch_idx):
@@ -104,8 +104,9 @@ class ClassifierTask(FinetuneTask):
             result = {"acc": float(vals["acc"]), "f1": float(f1), "loss": float(self.losses[key].compute()),
                       "confusion": cm.tolist(), "n": int(cm.sum())}
             for name in ("acc", "f1") if prefix == "train" else ("acc", "f1", "loss"):  # train/loss: from the steps
+                # the metrics are already summed over the ranks (torchmetrics), so every rank logs the same value
                 self.log(f"{prefix}/{name}", result[name], prog_bar=prefix == "val" and name == "acc",
-                         add_dataloader_idx=False)
+                         add_dataloader_idx=False, sync_dist=True)
             if prefix != "train" and len(self.label_names) <= TEXT_CONFUSION_MAX_CLASSES:
                 self.text_to_tensorboard(f"{prefix}/confusion", confusion_markdown(result["confusion"], self.label_names))
             self.final[split] = result

@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchmetrics import SumMetric
 
-from .base import FinetuneTask, split_prefix
+from .base import FinetuneTask, exact_sum, split_prefix
 from .finetune import head_trains, replace_head
 
 IGNORE = -100
@@ -53,7 +53,7 @@ class InstructTask(FinetuneTask):
         self.targets_only = targets_only
         self.sample_prompts = list(self.task_data.sample_prompts)
         self.sample_tokens = sample_tokens
-        self.sums = nn.ModuleDict({f"{s}_{k}": SumMetric() for s in ("train", "val", "test") for k in ("loss", "n")})
+        self.sums = nn.ModuleDict({f"{s}_{k}": exact_sum(SumMetric()) for s in ("train", "val", "test") for k in ("loss", "n")})
 
     def _loss(self, batch):
         h = self.hidden_states(batch)
@@ -64,7 +64,7 @@ class InstructTask(FinetuneTask):
         total, n = self._loss(batch)
         loss = total / max(1, n)  # an all-masked batch gives 0, not NaN
         # weighted by target tokens, so the epoch value compares with val/loss
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=max(1, n))
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=max(1, n), sync_dist=True)
         return loss
 
     def _eval_step(self, batch, split: str):
@@ -86,8 +86,8 @@ class InstructTask(FinetuneTask):
             return
         loss = float(total) / float(n)
         ppl = math.exp(min(loss, 50.0))
-        self.log(f"{prefix}/loss", loss, prog_bar=prefix == "val")
-        self.log(f"{prefix}/ppl", ppl)
+        self.log(f"{prefix}/loss", loss, prog_bar=prefix == "val", sync_dist=True)  # the same on every rank
+        self.log(f"{prefix}/ppl", ppl, sync_dist=True)
         self.final[split] = {"loss": loss, "ppl": ppl, "tokens": int(n)}
 
     def on_validation_epoch_end(self) -> None:
