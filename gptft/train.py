@@ -9,6 +9,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
@@ -198,6 +199,8 @@ def summary(metrics: dict, run_dir: Path, started: float) -> str:
 def train(cfg: DictConfig) -> float | None:
     """Run one job; return the value of `cfg.optimized_metric` (for sweepers)."""
     started = time.time()
+    if cfg.threads:  # a sweep's parallel jobs each get their share of the cores (conf/launcher/)
+        torch.set_num_threads(int(cfg.threads))
     run_dir = start_run(cfg)  # config checks, then this job's claim on its folder
     with discarded_on_failure(run_dir):
         metrics = fit_and_test(cfg, run_dir)

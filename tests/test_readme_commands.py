@@ -45,6 +45,17 @@ RULES = {
     "python -m gptft.train task=spam scheduler=cosine scheduler.warmup_steps=20 callbacks.early_stopping.patience=2 "
     "logger=csv": (COMPOSE, "GPT-2 124M for minutes"),
     "python -m gptft.train task=spam 'logger=[tensorboard,csv]'": (COMPOSE, "GPT-2 124M for minutes"),
+    "python -m gptft.train task=spam model=gpt2-tiny device=cpu-ddp":
+        (COMPOSE, "tests/test_ddp.py runs it (with bucketing) on a 60-message subset"),
+    "python -m gptft.train task=spam device=gpu-ddp": (COMPOSE, "needs GPUs"),
+    "python -m gptft.train task=spam model=gpt2-xl finetune.mode=full device=gpu-fsdp": (COMPOSE, "needs GPUs"),
+    "torchrun --nproc_per_node=4 -m gptft.train task=spam device=gpu-ddp trainer.devices=4":
+        (SKIP, "needs 4 GPUs; tests/test_ddp.py starts a 2-process CPU run with torchrun (python -m torch.distributed.run)"),
+    "python -m gptft.train -m launcher=joblib task=spam seed=1,2":
+        (COMPOSE, "GPT-2 124M for minutes; tests/test_sweeps.py runs a joblib sweep on gpt2-tiny"),
+    "python -m gptft.train -m launcher=submitit_local task=spam seed=1,2,3": (COMPOSE, "three GPT-2 124M trainings"),
+    "python -m gptft.train -m launcher=submitit_slurm task=spam seed=1,2 hydra.launcher.partition=gpu":
+        (SKIP, "needs a SLURM cluster (the launcher config is composed by `--cfg hydra` in tests/test_sweeps.py)"),
     "python -m gptft.train task=spam data.path=export.csv data.header=false data.text_column=2 data.label_column=0":
         (COMPOSE, "the README's two-row example file is parsed in test_byod_example_file; two rows cannot train"),
     CLASSIFY: (RUN, "on the trial's checkpoint"),
