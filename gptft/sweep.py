@@ -42,7 +42,21 @@ def write_summary(sweep_dir: Path) -> str:
     return text
 
 
+def best_job(rows: list[dict], metric: str, mode: str) -> dict | None:
+    """The row with the best `metric` (`mode` max or min; the first of equals); None when no job has it."""
+    scored = [r for r in rows if isinstance(r.get(metric), (int, float))]
+    if not scored:
+        return None
+    return (max if mode == "max" else min)(scored, key=lambda r: r[metric])
+
+
 class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        print(f"\nsweep summary ({sweep_dir / 'summary.md'}):\n{write_summary(sweep_dir)}", flush=True)
+        text = write_summary(sweep_dir)
+        best = best_job(collect(sweep_dir), config.optimized_metric, config.task.monitor_mode)
+        if best is not None:
+            text += (f"\n\nbest: job {best['job']} ({best['overrides']}), {config.optimized_metric} "
+                     f"{best[config.optimized_metric]:.4f}")
+            write_text(sweep_dir / "summary.md", text + "\n")
+        print(f"\nsweep summary ({sweep_dir / 'summary.md'}):\n{text}", flush=True)

@@ -106,7 +106,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, callbacks: tuple = ()) -> dict:
     scored = best if cfg.task.test_ckpt == "best" else last
     trainer.test(task, dataloaders=[dm.eval_dataloader(s) for s in task.test_splits], ckpt_path=scored, verbose=False,
                  weights_only=True)
-    flat = {f"{s}/{k}": v for s, d in task.final.items() for k, v in d.items() if not isinstance(v, list)}
+    flat = {f"{s}/{k}": v for s, d in task.final.items() for k, v in d.items() if not isinstance(v, list)}  # "val/acc"
     per_rank = across_ranks(trainer, task)  # every rank takes part; the scores are the same on all of them
     if not trainer.is_global_zero:
         return {"flat": flat}

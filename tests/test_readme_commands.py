@@ -56,6 +56,10 @@ RULES = {
     "python -m gptft.train -m launcher=submitit_local task=spam seed=1,2,3": (COMPOSE, "three GPT-2 124M trainings"),
     "python -m gptft.train -m launcher=submitit_slurm task=spam seed=1,2 hydra.launcher.partition=gpu":
         (SKIP, "needs a SLURM cluster (the launcher config is composed by `--cfg hydra` in tests/test_sweeps.py)"),
+    "python -m gptft.train -m sweep=optuna task=spam hydra.sweeper.n_trials=20":
+        (SKIP, "20 GPT-2 124M trainings; tests/test_sweeps.py runs a 2-trial search on gpt2-tiny"),
+    "python -m gptft.train -m sweep=optuna launcher=joblib task=spam hydra.sweeper.n_jobs=2":
+        (SKIP, "GPT-2 124M trainings; tests/test_sweeps.py runs the search and the joblib launcher on gpt2-tiny"),
     "python -m gptft.train task=spam data.path=export.csv data.header=false data.text_column=2 data.label_column=0":
         (COMPOSE, "the README's two-row example file is parsed in test_byod_example_file; two rows cannot train"),
     CLASSIFY: (RUN, "on the trial's checkpoint"),

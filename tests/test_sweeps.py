@@ -43,3 +43,22 @@ def test_the_slurm_preset_gives_every_rank_a_task_and_a_gpu():
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 8, 8)
     assert cfg.trainer.strategy == "ddp" and cfg.threads == cfg.hydra.launcher.cpus_per_task
+
+
+def test_optuna_search_maximizes_val_acc_and_names_the_best_trial(tmp_path, shared_data):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    import yaml
+
+    data = subset_csv(shared_data, tmp_path / "sms.csv", per_class=30)
+    proc = subprocess.run([sys.executable, "-m", "gptft.train", "-m", "sweep=optuna", "hydra.sweeper.n_trials=2",
+                           *TINY, "task.final_splits=[val]", f"data.path={data}"], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Directions: ['maximize']" in proc.stderr + proc.stdout  # spam's monitor_mode is max
+    sweep = next((tmp_path / "outputs" / "spam" / "multirun").iterdir())
+    scores = {job.name: yaml.safe_load((job / "metrics.json").read_text())["flat"]["val/acc"]
+              for job in sweep.iterdir() if (job / "metrics.json").is_file()}
+    assert len(scores) == 2
+    best = max(scores, key=lambda j: (scores[j], -int(j)))
+    assert yaml.safe_load((sweep / "optimization_results.yaml").read_text())["best_value"] == scores[best]
+    assert f"best: job {best} (" in (sweep / "summary.md").read_text() and f"val/acc {scores[best]:.4f}" in proc.stdout
