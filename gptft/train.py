@@ -142,8 +142,8 @@ def refuse_self_launch_in_sweep(trainer: L.Trainer) -> None:
         raise ConfigError(f"-m with trainer.strategy={trainer.strategy.__class__.__name__} on {trainer.world_size} "
                           f"processes: Lightning would start the other ranks by re-running the whole sweep; run the "
                           f"jobs one process each (device=cpu / gpu), launch each job alone (without -m), or sweep "
-                          f"with a launcher that starts every job's ranks (hydra/launcher=submitit_slurm with "
-                          f"tasks_per_node = devices)")
+                          f"with a launcher that starts every job's ranks (launcher=submitit_slurm: one SLURM task per "
+                          f"rank)")
 
 
 def across_ranks(trainer: L.Trainer, task) -> dict:
