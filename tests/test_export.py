@@ -18,6 +18,7 @@ from gptft.data.collate import ClassificationCollate
 from gptft.data.prompts import get_prompt_style
 from gptft.errors import CommandExit
 from gptft.export.command import export_task, main
+from gptft.export.folder import load_folder
 from gptft.models.generation import generate
 from gptft.tasks.classifier import ClassifierTask
 from gptft.tasks.factory import datamodule_from_meta, load_checkpoint
@@ -152,6 +153,28 @@ def test_causal_lm_logits_generation_and_chat_template(exported, name):
     assert [g[:-1] if g and g[-1] == eos else g for g in got["generate"]] == exp["generate"]
     assert got["chat"] == exp["prompts"]  # the chat template reproduces the training prompt style
     assert not got["config"]["tie_word_embeddings"]  # the instruct head was trained untied
+
+
+@pytest.mark.parametrize("name", ["gpt2_spam", "llama_spam", "gpt2_instruct", "llama_instruct"])
+def test_gptft_reads_its_exported_folders_back(exported, name):
+    """What `python -m gptft.serve ckpt=FOLDER` serves: gptft's own loaders on the folder, no transformers."""
+    out, expect, _ = exported
+    task, tok, meta = load_folder(out / name)
+    exp = expect[name]
+    assert meta["exported"]["architecture"] == {"gpt2": "GPT2", "llama": "Llama"}[name.split("_")[0]] + (
+        "ForSequenceClassification" if name.endswith("spam") else ("LMHeadModel" if name == "gpt2_instruct"
+                                                                  else "ForCausalLM"))
+    if name.endswith("spam"):
+        assert meta["label_names"] == ["ham", "spam"] and meta["task"] == "spam"
+        assert [tok.encode(t) for t in exp["texts"]] == exp["ids"]
+        _close(gptft_class_logits(task, tok, exp["texts"]), exp["logits"], 1e-4)
+        return
+    style = get_prompt_style(meta["prompt_style"])
+    assert meta["prompt_style"] == ("alpaca" if name == "gpt2_instruct" else "chatml")
+    assert [style.encode_prompt(tok, p) for p in PROMPTS] == exp["prompts"]
+    with torch.no_grad():
+        _close(task.backbone(torch.tensor([exp["prompts"][0]]))[0], exp["logits"], 1e-4)
+    assert [generate(task.backbone, p, NEW_TOKENS, eos_id=tok.eot_id) for p in exp["prompts"]] == exp["generate"]
 
 
 @pytest.mark.parametrize("name", ["gpt2_instruct", "llama_instruct"])
