@@ -95,6 +95,8 @@ def _backbone(arch: str, config: dict, tensors: dict, kind: str, folder: Path):
         return _backbone_of(arch, config, tensors, kind, folder)
     except KeyError as err:  # the config readers index the keys every exported config.json has
         raise CheckpointError(f"{folder}/config.json lacks {err}; export the model again") from None
+    except CheckpointError as err:  # the GPT-2 converter lists its problems one per line
+        raise CheckpointError("; ".join(line.strip() for line in str(err).splitlines())) from None
 
 
 def _backbone_of(arch: str, config: dict, tensors: dict, kind: str, folder: Path):
