@@ -385,6 +385,8 @@ def test_bad_exported_folders_are_refused_in_one_line(exported, tmp_path, capsys
     config = json.loads((unknown / "config.json").read_text())
     (unknown / "config.json").write_text(json.dumps({**config, "architectures": ["BertForMaskedLM"]}))
     assert "names architectures ['BertForMaskedLM']" in _refused_folder(unknown, capsys)
+    (unknown / "config.json").write_text(json.dumps({**config, "n_layer": config["n_layer"] + 1}))
+    assert "missing key 'transformer.h.4.ln_1.weight'" in _refused_folder(unknown, capsys)  # weights and config disagree
     cut = copy("cut")
     data = (cut / "model.safetensors").read_bytes()
     (cut / "model.safetensors").write_bytes(data[: len(data) // 2])
