@@ -97,6 +97,22 @@ def test_torchrun_instruct_run_writes_one_folder_and_scores_like_one_process(tmp
     assert set(metrics["splits"]) == {"val", "test"} and all(d["tokens"] > 0 for d in metrics["splits"].values())
 
 
+def test_slurm_style_ranks_share_the_job_folder(tmp_path, spam_csv):
+    # the environment srun gives 2 tasks of one job step; each task is a rank that composes the config itself
+    slurm = {"SLURM_JOB_ID": "4242", "SLURM_STEP_ID": "0", "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2",
+             "SLURM_NNODES": "1", "SLURM_NODEID": "0", "SLURM_JOB_NAME": "gptft", "SLURM_NODELIST": "localhost"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **slurm}
+    procs = [subprocess.Popen([sys.executable, "-m", "gptft.train", *SPAM, "trainer.max_epochs=1",
+                               f"data.path={spam_csv}", *DDP], cwd=tmp_path, text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env={**env, "SLURM_PROCID": str(r), "SLURM_LOCALID": str(r)})
+             for r in (0, 1)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+    assert [out.count("gptft spam with gpt2-tiny: done in") for out, _ in outs] == [1, 0]
+    folder = only_run_folder(tmp_path / "outputs" / "spam")
+    assert folder.name == "slurm-4242.0" and (folder / "metrics.json").is_file()
+
+
 def test_ddp_spawn_is_refused_in_one_line(tmp_path, spam_csv):
     proc = run(tmp_path, *SPAM, f"data.path={spam_csv}", "trainer.strategy=ddp_spawn", "trainer.devices=2")
     assert proc.returncode == 2
