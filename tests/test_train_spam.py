@@ -106,7 +106,8 @@ def test_multirun_writes_a_summary_table(tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     table = (sweep / "summary.md").read_text().splitlines()
-    assert len(table) == 4 and "seed=1" in table[2] and "seed=2" in table[3]
+    assert len(table) == 6 and "seed=1" in table[2] and "seed=2" in table[3]
+    assert table[5].startswith("best: job ") and ", val/acc " in table[5]  # by optimized_metric, max (spam)
     assert (sweep / "0" / "metrics.json").is_file() and (sweep / "1" / "checkpoints" / "best.ckpt").is_file()
 
 
