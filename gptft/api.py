@@ -107,9 +107,11 @@ def load(ckpt: str | Path, expect_task=None) -> "Model":
 
 
 def base(*overrides: str) -> "Model":
+    from .checks import validate
     from .models.build import build_backbone
 
     cfg = compose_train(["task=instruct", *overrides, "run_dir=."])
+    validate(cfg)
     torch.manual_seed(cfg.seed)  # random weights (model.pretrained=false) are the ones train starts from
     backbone, tokenizer = build_backbone(cfg.model)
     return Model(backbone.eval(), tokenizer, cfg=cfg)
@@ -198,6 +200,7 @@ class Model:
 
         cfg = copy.deepcopy(self.cfg)
         cfg.finetune.cache_prefix = False  # nothing trains: no frozen-prefix cache to fill
+        cfg.task.final_splits = ["test"]  # the one split evaluate scores, as a loaded checkpoint's task
         if prompt_style:
             if "prompt_style" not in cfg.data:
                 raise ConfigError(f"prompt_style={prompt_style}: task={cfg.task.name} has no prompt style")

@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 
 import gptft
-from helpers import subset_csv
+from gptft.classify import main as classify_main
+from gptft.evaluate import main as evaluate_main
+from gptft.generate import main as generate_main
+from helpers import subset_csv, torch_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["model=gpt2-tiny", "trainer.max_epochs=1", "precision=32", "trainer.enable_model_summary=false"]
@@ -63,11 +66,12 @@ def test_finetune_equals_the_train_command(spam):
     assert len(shown(printed)) == 11 and shown(printed) == shown(spam[3])
 
 
-def test_load_classify_equals_the_classify_command(spam, tmp_path):
+def test_load_classify_equals_the_classify_command(spam, tmp_path, capsys):
     root, _, run, _ = spam
     messages = tmp_path / "messages.txt"
     messages.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
-    lines = command("gptft.classify", f"ckpt={run.best_ckpt}", f"file={messages}", cwd=tmp_path).splitlines()
+    classify_main([f"ckpt={run.best_ckpt}", f"file={messages}"])
+    lines = capsys.readouterr().out.splitlines()
     got = run.load().classify(TEXTS)
     assert [r["text"] for r in got] == TEXTS and gptft.load(run.best_ckpt).classify(TEXTS[0]) == got[:1]
     for line, r in zip(lines, got, strict=True):
@@ -99,6 +103,12 @@ def test_import_is_cheap():
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
+@pytest.fixture
+def one_thread():
+    with torch_threads(1):  # tiny one-token decoding steps: more threads only add waiting
+        yield
+
+
 @pytest.fixture(scope="module")
 def instruct_ckpt(tmp_path_factory, shared_data, tokenizer):
     """An instruction checkpoint from 60 entries of the real file (51 train / 6 test / 3 val)."""
@@ -110,25 +120,25 @@ def instruct_ckpt(tmp_path_factory, shared_data, tokenizer):
     return run.best_ckpt
 
 
-def response(printed: str) -> str:
+def generated(capsys, *args: str) -> str:
     """The generate command's answer: its output without the closing `[N tokens in S s]` line."""
-    return printed.rsplit("\n[", 1)[0].strip()
+    generate_main(list(args))
+    return capsys.readouterr().out.rsplit("\n[", 1)[0].strip()
 
 
-def test_generate_equals_the_generate_command(instruct_ckpt, tmp_path):
+def test_generate_equals_the_generate_command(instruct_ckpt, capsys, one_thread):
     prompt = "Name three primary colors."
-    printed = command("gptft.generate", f"ckpt={instruct_ckpt}", f"prompt={prompt}", "max_new_tokens=12", cwd=tmp_path)
-    assert gptft.load(instruct_ckpt).generate(prompt, max_new_tokens=12) == response(printed)
+    printed = generated(capsys, f"ckpt={instruct_ckpt}", f"prompt={prompt}", "max_new_tokens=12")
+    assert printed and gptft.load(instruct_ckpt).generate(prompt, max_new_tokens=12) == printed
     # a base model: the raw prompt continued, or wrapped in a prompt style; random weights from seed 123
     base = gptft.base("model=gpt2-tiny")
     for style in (None, "chatml"):
         args = [f"prompt_style={style}"] if style else []
-        printed = command("gptft.generate", "model=gpt2-tiny", f"prompt={prompt}", "max_new_tokens=6", *args,
-                          cwd=tmp_path)
-        assert base.generate(prompt, max_new_tokens=6, prompt_style=style) == response(printed)
+        printed = generated(capsys, "model=gpt2-tiny", f"prompt={prompt}", "max_new_tokens=6", *args)
+        assert printed and base.generate(prompt, max_new_tokens=6, prompt_style=style) == printed
 
 
-def test_evaluate_a_checkpoint_and_a_base_model(instruct_ckpt, tmp_path, capsys):
+def test_evaluate_a_checkpoint_and_a_base_model(instruct_ckpt, tmp_path, one_thread):
     model = gptft.load(instruct_ckpt)
     scores = model.evaluate(tmp_path / "ckpt", max_new_tokens=4)
     assert scores == json.loads((tmp_path / "ckpt" / "scores.json").read_text())
@@ -137,3 +147,10 @@ def test_evaluate_a_checkpoint_and_a_base_model(instruct_ckpt, tmp_path, capsys)
         model.evaluate(prompt_style="chatml")
     with pytest.raises(gptft.ConfigError, match="limit must be null or a positive integer"):
         model.evaluate(limit=0)
+    # the untouched base model: what the evaluate command writes for it (the zero-shot baseline)
+    base = gptft.base("model=gpt2-tiny").evaluate(tmp_path / "api", max_new_tokens=4, limit=2, prompt_style="chatml")
+    cli = evaluate_main(["model=gpt2-tiny", "max_new_tokens=4", "limit=2", "prompt_style=chatml", f"out={tmp_path / 'cli'}"])
+    drop = lambda s: {k: v for k, v in s.items() if k != "elapsed_s"}  # noqa: E731
+    assert drop(base) == drop(cli) and base["checkpoint"] is None and base["generation"]["n"] == 2
+    for name in ("responses.json", "scores.json"):
+        assert (tmp_path / "api" / name).is_file() and (tmp_path / "cli" / name).is_file()
