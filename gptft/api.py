@@ -93,8 +93,9 @@ def finetune(*overrides: str, callbacks: tuple = ()) -> Run:
         write_text(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(cfg.hydra.overrides.task))
         with _job_log(folder):
             metrics, run_dir = run(resolved, tuple(callbacks))
-    finally:
+    finally:  # a notebook lives on: the finished run's folder is free again
         release(folder)
+        release(Path(resolved.run_dir))
     path = lambda p: Path(p) if p else None  # noqa: E731
     return Run(run_dir, metrics, path(metrics["best_ckpt"]), path(metrics["last_ckpt"]))
 
@@ -102,6 +103,7 @@ def finetune(*overrides: str, callbacks: tuple = ()) -> Run:
 def load(ckpt: str | Path, expect_task=None) -> "Model":
     from .tasks.factory import load_checkpoint
 
+    quiet()
     task, tokenizer, meta = load_checkpoint(ckpt, expect_task=expect_task)
     return Model(task.backbone, tokenizer, task=task, meta=meta, ckpt=Path(ckpt))
 
@@ -110,6 +112,7 @@ def base(*overrides: str) -> "Model":
     from .checks import validate
     from .models.build import build_backbone
 
+    quiet()
     cfg = compose_train(["task=instruct", *overrides, "run_dir=."])
     validate(cfg)
     torch.manual_seed(cfg.seed)  # random weights (model.pretrained=false) are the ones train starts from
