@@ -92,3 +92,24 @@ def test_resume_into_a_new_folder_keeps_best_and_refreshes_last(tmp_path):
     assert probe.steps == {2: 10}  # refreshed after the non-improving validation at step 10, not only at the end
     assert _load(second / "checkpoints" / "last.ckpt")["global_step"] == 15
     assert metrics["checkpoint_write_s"] > 0
+
+
+def test_background_writes_hold_the_state_at_save_time_and_report_failures(tmp_path):
+    # pins Lightning's (experimental) AsyncCheckpointIO as gptft uses it: the tensors are copied on the
+    # calling thread, so training may change them while the file is written; a failed write is raised later
+    import pytest
+
+    from gptft.checkpoint_io import background_atomic_io
+
+    io = background_atomic_io()
+    weights = torch.arange(1_000_000, dtype=torch.float32)
+    io.save_checkpoint({"state_dict": {"w": weights}}, tmp_path / "last.ckpt")
+    weights.add_(1)  # the next training step, while the write may still run
+    io.teardown()
+    assert torch.equal(_load(tmp_path / "last.ckpt")["state_dict"]["w"], torch.arange(1_000_000, dtype=torch.float32))
+
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    with pytest.raises(FileExistsError):  # raised by the next write, or when training ends
+        io.save_checkpoint({"w": weights}, blocked / "last.ckpt")
+        io.teardown()
