@@ -7,20 +7,13 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.errors import HydraException
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from .cli_args import command, parse
-from .data.prompts import get_prompt_style
+from .compose import model_names, split_model_args  # noqa: F401 (model_names: the valid model= names)
 from .errors import ConfigError
-from .models.build import build_backbone
 from .models.generation import generate
-from .tasks.factory import load_checkpoint
 
 USAGE = """usage: python -m gptft.generate [ckpt=PATH] prompt="..." [input="..."] [max_new_tokens=256]
          [temperature=0] [top_k=null] [top_p=null] [seed=123] [no_cache=false] [prompt_style=null]
@@ -35,34 +28,6 @@ USAGE = """usage: python -m gptft.generate [ckpt=PATH] prompt="..." [input="..."
 DEFAULTS = {"ckpt": None, "prompt": None, "input": "", "max_new_tokens": 256, "temperature": 0.0, "top_k": None,
             "top_p": None, "seed": 123, "no_cache": False, "prompt_style": None}
 TYPES = {"top_k": int, "top_p": float}
-CONF = Path(__file__).resolve().parents[1] / "conf"
-
-
-def model_names() -> list[str]:
-    return sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
-
-
-def split_model_args(argv: list[str]) -> tuple[list[str], list[str]]:
-    """(model=... / model.*=... arguments, the rest): the model keys go to Hydra, as in train."""
-    model = [a for a in argv if a.split("=", 1)[0] == "model" or a.startswith("model.")]
-    return model, [a for a in argv if a not in model]
-
-
-def base_model(overrides: list[str]):
-    """The backbone that `python -m gptft.train <overrides>` would fine-tune."""
-    names = [a.split("=", 1)[1] for a in overrides if a.startswith("model=")]
-    # checked here: Hydra's own answer to an unknown name is a long traceback
-    if names and names[-1] not in model_names():
-        raise ConfigError(f"unknown model={names[-1]!r}; valid (conf/model): {', '.join(model_names())}")
-    try:
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose("train", overrides=[*overrides, "run_dir=."])
-    except (HydraException, OmegaConfBaseException) as err:
-        reason = " ".join(str(err).split())
-        keys = OmegaConf.load(CONF / "model" / f"{(names or ['gpt2'])[-1]}.yaml")
-        raise ConfigError(f"{' '.join(overrides)}: {reason}; the model keys (as in train): "
-                          f"{', '.join('model.' + k for k in keys)}") from None
-    return build_backbone(cfg.model)
 
 
 def check(args) -> None:
@@ -92,33 +57,37 @@ def check_budget(max_new_tokens: int, prompt_tokens: int, context: int) -> None:
               f"(context {context}); generation stops there", file=sys.stderr, flush=True)
 
 
+def respond(backbone, tokenizer, style, args) -> list[int]:
+    """New token ids answering args.prompt (and args.input), wrapped in `style` (None: the raw text is continued),
+    sampled as `args` say from a generator seeded with args.seed."""
+    check(args)
+    if style is not None:
+        ids = style.encode_prompt(tokenizer, {"instruction": args.prompt, "input": args.input})
+    else:
+        ids = tokenizer.encode(args.prompt if not args.input else f"{args.prompt}\n{args.input}")
+    check_budget(args.max_new_tokens, len(ids), backbone.context_length)
+    device = next(backbone.parameters()).device
+    # a prompt longer than the context: generate's own GptftError, shown by @command as a one-line error
+    return generate(backbone.eval(), ids, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                    top_p=args.top_p, eos_id=tokenizer.eot_id, use_cache=not args.no_cache,
+                    generator=torch.Generator(device).manual_seed(args.seed), progress="generating")
+
+
 @command
 def main(argv: list[str] | None = None) -> None:
+    from .api import base, load
+
     model_args, argv = split_model_args(sys.argv[1:] if argv is None else argv)
     args = parse(DEFAULTS, USAGE, argv, TYPES)
     check(args)
     if args.ckpt and model_args:
         raise ConfigError(f"{' '.join(model_args)}: a checkpoint (ckpt=) brings its own model; give one or the other")
-    torch.manual_seed(args.seed)
-    if args.ckpt:
-        task, tokenizer, meta = load_checkpoint(args.ckpt, expect_task="instruct")
-        model = task.backbone
-        style = get_prompt_style(args.prompt_style or meta["prompt_style"])
-    else:
-        model, tokenizer = base_model(model_args)
-        style = get_prompt_style(args.prompt_style) if args.prompt_style else None
-    if style is not None:
-        ids = style.encode_prompt(tokenizer, {"instruction": args.prompt, "input": args.input})
-    else:
-        ids = tokenizer.encode(args.prompt if not args.input else f"{args.prompt}\n{args.input}")
-    check_budget(args.max_new_tokens, len(ids), model.context_length)
+    # a base model's random weights (model.pretrained=false) come from seed=, as they always did here
+    model = load(args.ckpt, expect_task="instruct") if args.ckpt else base(f"seed={args.seed}", *model_args)
     start = time.perf_counter()
-    # a prompt longer than the context: generate's own GptftError, shown by @command as a one-line error
-    out = generate(model.eval(), ids, args.max_new_tokens, temperature=args.temperature,
-                   top_k=args.top_k, top_p=args.top_p, eos_id=tokenizer.eot_id, use_cache=not args.no_cache,
-                   progress="generating")
+    out = respond(model.backbone, model.tokenizer, model.prompt_style(args.prompt_style), args)
     seconds = time.perf_counter() - start
-    print(tokenizer.decode(out).strip())
+    print(model.tokenizer.decode(out).strip())
     print(f"[{len(out)} tokens in {seconds:.2f} s]", flush=True)
 
 

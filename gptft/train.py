@@ -196,17 +196,22 @@ def summary(metrics: dict, run_dir: Path, started: float) -> str:
     return "\n".join(lines)
 
 
-def train(cfg: DictConfig) -> float | None:
-    """Run one job; return the value of `cfg.optimized_metric` (for sweepers)."""
+def run(cfg: DictConfig, callbacks: tuple = ()) -> tuple[dict, Path]:
+    """Run one job and print its summary; (metrics.json's content, the run folder)."""
     started = time.time()
     if cfg.threads:  # a sweep's parallel jobs each get their share of the cores (conf/launcher/)
         torch.set_num_threads(int(cfg.threads))
     run_dir = start_run(cfg)  # config checks, then this job's claim on its folder
     with discarded_on_failure(run_dir):
-        metrics = fit_and_test(cfg, run_dir)
+        metrics = fit_and_test(cfg, run_dir, callbacks)
     if "task" in metrics:  # rank 0 (the other ranks of a multi-process run write and print nothing)
         print(summary(metrics, run_dir, started), flush=True)
-    return metrics["flat"].get(cfg.optimized_metric)
+    return metrics, run_dir
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Run one job; return the value of `cfg.optimized_metric` (for sweepers)."""
+    return run(cfg)[0]["flat"].get(cfg.optimized_metric)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

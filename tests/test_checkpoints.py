@@ -72,6 +72,7 @@ class LastAtEpochStart(L.Callback):
         self.path, self.steps = path, {}
 
     def on_train_epoch_start(self, trainer, pl_module):
+        trainer.strategy.checkpoint_io.teardown()  # waits for the background writes (the next write restarts it)
         if self.path.exists():
             self.steps[trainer.current_epoch] = _load(self.path)["global_step"]
 
@@ -81,6 +82,9 @@ def test_resume_into_a_new_folder_keeps_best_and_refreshes_last(tmp_path):
     first = tmp_path / "first"
     fit_and_test(compose_cfg(first, *QUICK, "trainer.max_epochs=1", "trainer.limit_train_batches=5", "optimizer.lr=0"),
                  first)
+    older = _load(first / "checkpoints" / "last.ckpt")  # as written before task.head_bias existed: resumes as true
+    del older["gptft"]["task_args"]["head_bias"]
+    torch.save(older, first / "checkpoints" / "last.ckpt")
     second = tmp_path / "second"
     probe = LastAtEpochStart(second / "checkpoints" / "last.ckpt")
     cfg = compose_cfg(second, *QUICK, "trainer.max_epochs=3", "trainer.limit_train_batches=5", "optimizer.lr=0",

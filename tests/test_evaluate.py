@@ -244,3 +244,35 @@ def test_bad_arguments_exit_cleanly(tmp_path, instruct_ckpt):
     with pytest.raises(SystemExit, match="judge.timeout must be a number"):
         evaluate([f"ckpt={instruct_ckpt}", "judge.timeout=soon"])
     assert not (tmp_path / "eval").exists()
+
+
+# ---- the zero-shot baseline: a base model, no checkpoint ----------------------------------------------
+def test_zero_shot_base_model(tmp_path, shared_data, tokenizer, capsys):
+    from gptft.generate import main as generate_main
+
+    scores = evaluate(["model=gpt2-tiny", "prompt_style=chatml", "limit=3", "max_new_tokens=4", f"out={tmp_path}"])
+    assert json.loads((tmp_path / "scores.json").read_text()) == scores
+    assert "base model gpt2-tiny (random weights), no fine-tuning" in capsys.readouterr().out
+    assert scores["checkpoint"] is None and scores["base_model"]["name"] == "gpt2-tiny"
+    test, gen = scores["test"], scores["generation"]
+    # the 110 test entries scored by the instruct task's own test step; responses for the first 3
+    assert test["ppl"] == pytest.approx(math.exp(test["loss"])) and test["tokens"] > 1000
+    assert gen["n"] == 3 and gen["prompt_style"] == "chatml" and scores["judge"] == {"enabled": False}
+    responses = json.loads((tmp_path / "responses.json").read_text())
+    entries = json.loads((shared_data / "instruction-data.json").read_text())[935:938]
+    assert [(r["instruction"], r["output"]) for r in responses] == [(e["instruction"], e["output"]) for e in entries]
+    # the untouched model's answers: generate gives the same one in the same prompt style
+    first = entries[0]
+    generate_main(["model=gpt2-tiny", "prompt_style=chatml", f"prompt={first['instruction']}",
+                   f"input={first.get('input', '')}", "max_new_tokens=4"])
+    assert capsys.readouterr().out.rsplit("\n[", 1)[0].strip() == responses[0]["model_response"]
+
+
+def test_zero_shot_argument_checks(capsys, tmp_path, shared_data):
+    with pytest.raises(SystemExit, match="a checkpoint \\(ckpt=\\) brings its own model"):
+        evaluate(["ckpt=x.ckpt", "model=gpt2-tiny"])
+    with pytest.raises(SystemExit, match="unknown prompt style 'klingon'"):
+        evaluate(["model=gpt2-tiny", "prompt_style=klingon", f"out={tmp_path}"])
+    with pytest.raises(SystemExit, match="unknown model='gpt3'"):
+        evaluate(["model=gpt3"])
+    assert capsys.readouterr().err.startswith("error: ")

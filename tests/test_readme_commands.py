@@ -72,6 +72,9 @@ RULES = {
     "python -m gptft.evaluate ckpt=... judge.enabled=true judge.model=llama3":
         (SKIP, "needs an Ollama server; tests/test_evaluate.py uses a local stand-in"),
     CHAT: (RUN, "with max_new_tokens=12"),
+    "python -m gptft.evaluate model=smollm2-135m-instruct model.checkpoint=$GPTFT_SHARED_DIR/models/"
+    "SmolLM2-135M-Instruct.Q4_1.gguf prompt_style=chatml": (SKIP, "SmolLM2 over the 110 test entries takes minutes; "
+                                                            "tests/test_evaluate.py runs it on gpt2-tiny"),
     "python -m gptft.train task=spam finetune.mode=lora": (COMPOSE, "GPT-2 124M for minutes"),
     "python -m gptft.train task=spam finetune.mode=lora lora.r=16 lora.alpha=32 lora.blocks=6 'lora.targets=[attention]'":
         (COMPOSE, "GPT-2 124M for minutes; tests/test_lora.py trains tiny LoRA runs"),

@@ -1,4 +1,5 @@
-"""`python -m gptft.evaluate ckpt=PATH`: score a checkpoint on its test split.
+"""`python -m gptft.evaluate ckpt=PATH`: score a checkpoint on its test split; `model=...` instead of `ckpt`
+scores the untouched base model (the zero-shot baseline) the same way.
 
 Every task: its own test metrics (the task's test step, as after training). Instruction models also
 answer every test entry greedily: responses.json (for reading by eye), exact match, ROUGE-L F1 and,
@@ -6,6 +7,7 @@ optionally, an LLM judge's 0-100 score. All scores go to scores.json.
 """
 from __future__ import annotations
 
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -14,8 +16,9 @@ import torch
 
 from ..atomic import write_json
 from ..cli_args import command, parse
+from ..compose import split_model_args
 from ..errors import CheckpointError, ConfigError, GptftError
-from ..tasks.factory import datamodule_from_meta, load_checkpoint
+from ..tasks.factory import datamodule_from_meta
 from ..tasks.instruct import InstructTask
 from .judge import run_judge
 from .report import summary
@@ -23,11 +26,16 @@ from .responses import generate_responses
 from .scoring import test_metrics
 from .text_metrics import text_scores
 
-USAGE = """usage: python -m gptft.evaluate ckpt=PATH [out=DIR] [max_new_tokens=256] [limit=null] [device=auto]
-         [judge.enabled=false] [judge.api=ollama] [judge.url=http://localhost:11434] [judge.model=llama3]
-         [judge.api_key=null] [judge.timeout=120]
+USAGE = """usage: python -m gptft.evaluate (ckpt=PATH | model=NAME [model.<key>=...] [prompt_style=null])
+         [out=DIR] [max_new_tokens=256] [limit=null] [device=auto] [judge.enabled=false] [judge.api=ollama]
+         [judge.url=http://localhost:11434] [judge.model=llama3] [judge.api_key=null] [judge.timeout=120]
   ckpt            a gptft checkpoint (instruct or spam), e.g. outputs/instruct/<time>/checkpoints/best.ckpt
-  out             output folder; default <run folder>/eval. Existing results there are never
+  model           instead of ckpt: a base model, untouched (no fine-tuning), chosen with the keys of
+                  python -m gptft.train (model=NAME, model.checkpoint=PATH, ...), on the instruction test split:
+                  the zero-shot baseline to read fine-tuned results against
+  prompt_style    a base model's prompt format: alpaca (null) | phi3 | chatml (a checkpoint keeps its own)
+  out             output folder; default <run folder>/eval (a base model: outputs/instruct/zero-shot/<model
+                  name>). Existing results there are never
                   overwritten: the new ones go to a timestamped subfolder instead
   max_new_tokens  generation budget per response (instruct)
   limit           generate for the first N test entries only (instruct; the test metrics always use all)
@@ -37,7 +45,7 @@ USAGE = """usage: python -m gptft.evaluate ckpt=PATH [out=DIR] [max_new_tokens=2
                   judge.url its root, judge.api_key its key if it needs one)"""
 
 DEFAULTS = {
-    "ckpt": None, "out": None, "max_new_tokens": 256, "limit": None, "device": "auto",
+    "ckpt": None, "out": None, "max_new_tokens": 256, "limit": None, "device": "auto", "prompt_style": None,
     "judge": {"enabled": False, "api": "ollama", "url": "http://localhost:11434", "model": "llama3",
               "api_key": None, "timeout": 120.0},
 }
@@ -66,14 +74,18 @@ def fresh_out_dir(out: Path) -> Path:
 def data_module(meta: dict, tokenizer, context_length: int, ckpt: str):
     """The data module the checkpoint was trained with (same file, split and prompt style), set up: rebuilt
     from gptft's allow-list and plain values, so nothing in a checkpoint runs as code."""
-    dm = datamodule_from_meta(meta, tokenizer, context_length, path=ckpt)
-    dm.setup()
+    try:  # say which stage failed
+        dm = datamodule_from_meta(meta, tokenizer, context_length, path=ckpt)
+        dm.setup()
+    except (KeyError, OSError, GptftError) as err:  # e.g. the data file is gone
+        raise CheckpointError(f"cannot rebuild the test split of {ckpt}: {err}") from err
     return dm
 
 
-def check_args(args) -> None:
-    if not args.ckpt:
-        raise ConfigError(f"give ckpt=PATH\n\n{USAGE}")
+def check_args(args, base: bool = False) -> None:
+    """`base`: a base model is evaluated, not a checkpoint."""
+    if not args.ckpt and not base:
+        raise ConfigError(f"give ckpt=PATH, or model=NAME for a base model\n\n{USAGE}")
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"limit must be null or a positive integer, got {args.limit!r}")
     if args.max_new_tokens < 1:
@@ -103,22 +115,16 @@ def generation_scores(task, tokenizer, dm, args, device: str, out: Path) -> tupl
     return scores, judge
 
 
-@command
-def main(argv: list[str] | None = None) -> dict:
-    args = parse(DEFAULTS, USAGE, argv, TYPES)
-    check_args(args)
+def evaluate(task, tokenizer, meta: dict, dm, args, out: Path) -> dict:
+    """Score `task` on `dm`'s test split into a fresh `out`; scores.json's content. `meta`: the checkpoint's (or
+    the base model's) metadata; args.ckpt None: a base model, named in scores.json by its model config."""
     device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
-    task, tokenizer, meta = load_checkpoint(args.ckpt)
-    try:  # the same data file, split and prompt style as in training; say which stage failed
-        dm = data_module(meta, tokenizer, task.backbone.context_length, args.ckpt)
-    except (KeyError, OSError, GptftError) as err:  # e.g. the data file is gone
-        raise CheckpointError(f"cannot rebuild the test split of {args.ckpt}: {err}") from err
-
-    out = fresh_out_dir(Path(args.out) if args.out else default_out_dir(Path(args.ckpt)))
+    out = fresh_out_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    scores = {"task": meta["task"], "checkpoint": str(Path(args.ckpt).resolve()),
-              "test": test_metrics(task, dm.eval_dataloader("test"), device)}
+    source = {"checkpoint": str(Path(args.ckpt).resolve())} if args.ckpt else {"checkpoint": None,
+                                                                               "base_model": meta["model"]}
+    scores = {"task": meta["task"], **source, "test": test_metrics(task, dm.eval_dataloader("test"), device)}
     if meta.get("label_names"):
         names, positive = meta["label_names"], meta.get("positive_index")
         # binary: F1 of the positive class (e.g. spam); more classes: macro F1 (as the task computes it)
@@ -129,3 +135,17 @@ def main(argv: list[str] | None = None) -> dict:
     write_json(out / "scores.json", scores)
     print(summary(scores, out), flush=True)
     return scores
+
+
+@command
+def main(argv: list[str] | None = None) -> dict:
+    from ..api import base, load
+
+    model_args, argv = split_model_args(sys.argv[1:] if argv is None else argv)
+    args = parse(DEFAULTS, USAGE, argv, TYPES)
+    check_args(args, base=bool(model_args))
+    if args.ckpt and model_args:
+        raise ConfigError(f"{' '.join(model_args)}: a checkpoint (ckpt=) brings its own model; give one or the other")
+    model = load(args.ckpt) if args.ckpt else base(*model_args)
+    return model.evaluate(args.out, max_new_tokens=args.max_new_tokens, limit=args.limit, device=args.device,
+                          prompt_style=args.prompt_style, judge=vars(args.judge))
