@@ -32,6 +32,8 @@ class SpamDataModule(TextDataModule):
     stratify: split each class in the split's proportions ("auto": yes, except the SMS Spam Collection under
       balance=undersample, which keeps the plain shuffled split its published results were measured on).
     split: train/val/test fractions; train = int(n*f0), val = int(n*f1), test = the rest.
+    train_rows: None, or train on this many rows of the train split only (a stratified, seeded subset; val and
+      test stay as they are): learning curves on one fixed test set.
     max_length: truncate longer texts (the model's context; None = no limit).
     pad_to: None (pad each batch to its longest), "longest_train" (the book) or an int.
     max_classes: refuse more distinct labels than this (a label column of free text, not classes).
@@ -51,6 +53,7 @@ class SpamDataModule(TextDataModule):
         stratify: bool | str = "auto",
         dedup: bool = False,
         split: Sequence[float] = (0.7, 0.1, 0.2),
+        train_rows: int | None = None,
         text_column: str | None = None,
         label_column: str | None = None,
         label_names: Sequence[str] | None = None,
@@ -80,6 +83,9 @@ class SpamDataModule(TextDataModule):
         self.stratify = stratify
         self.dedup = dedup
         self.split = _check_split(split)
+        if train_rows is not None and (isinstance(train_rows, bool) or not isinstance(train_rows, int) or train_rows < 1):
+            raise DataError(f"data.train_rows must be null or a positive integer, got {train_rows!r}")
+        self.train_rows = train_rows
         self.text_column = text_column
         self.label_column = label_column
         self.given_label_names = None if label_names is None else [str(x) for x in label_names]
@@ -133,6 +139,8 @@ class SpamDataModule(TextDataModule):
         order = stratified_order(labels[keep], rng) if self._stratified() else np.arange(len(keep))
         ids = {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
         ids = {name: keep[rng.permutation(idx) if self._stratified() else idx] for name, idx in ids.items()}
+        if self.train_rows is not None:
+            ids["train"] = self._fewer_train_rows(ids["train"], labels, rng)
 
         token_ids = self._tokenize(keep)
         sets = {
@@ -162,6 +170,12 @@ class SpamDataModule(TextDataModule):
             smallest = min(len(idx) for idx in per_class)
             keep = np.concatenate([rng.choice(idx, size=smallest, replace=False) for idx in per_class])
         return keep[rng.permutation(len(keep))]
+
+    def _fewer_train_rows(self, train: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if self.train_rows > len(train):
+            raise DataError(f"data.train_rows={self.train_rows} exceeds the {len(train)} rows of the train split of "
+                            f"{self.file}; give at most {len(train)} (or null for all)")
+        return train[np.sort(stratified_order(labels[train], rng)[: self.train_rows])]
 
     def _stratified(self) -> bool:
         if self.stratify == "auto":
