@@ -34,7 +34,8 @@ def rule(task) -> tuple[float, float | None]:
 
 def describe_rule(task) -> str:
     temperature, threshold = rule(task)
-    decision = "argmax" if threshold is None else f"{task.label_names[task.positive_index]} if its probability >= {threshold:.4f}"
+    positive = task.label_names[task.positive_index] if threshold is not None else ""
+    decision = "argmax" if threshold is None else f"{positive} if its probability >= {threshold:.4f}"
     return f"probabilities at temperature {temperature:.3f}; label: {decision}"
 
 

@@ -12,7 +12,9 @@ import numpy as np
 import torch
 
 from .atomic import write_atomic
-from .tasks.class_metrics import ECE_BINS, probabilities
+from torchmetrics.functional.classification import multiclass_confusion_matrix
+
+from .tasks.class_metrics import ECE_BINS, decide, probabilities
 
 
 def _figure(width: float = 5.0, height: float = 4.0):
@@ -36,15 +38,16 @@ def curves(history: list[dict]):
     return fig
 
 
-def confusion(cm: list[list[int]], names: Sequence[str], title: str):
-    fig = _figure(4.5, 4)
-    ax = fig.subplots()
-    m = np.array(cm)
-    ax.imshow(m, cmap="Blues")
-    for (i, j), v in np.ndenumerate(m):
-        ax.text(j, i, str(v), ha="center", va="center", color="white" if v > m.max() / 2 else "black")
-    ax.set(xticks=range(len(names)), yticks=range(len(names)), xticklabels=names, yticklabels=names,
-           xlabel="predicted", ylabel="true", title=title)
+def confusion(matrices: dict[str, list[list[int]]], names: Sequence[str]):
+    """title -> matrix (rows: true, columns: predicted), side by side."""
+    fig = _figure(4.5 * len(matrices), 4)
+    for ax, (title, cm) in zip(np.atleast_1d(fig.subplots(1, len(matrices))), matrices.items()):
+        m = np.array(cm)
+        ax.imshow(m, cmap="Blues", vmin=0)
+        for (i, j), v in np.ndenumerate(m):
+            ax.text(j, i, str(v), ha="center", va="center", color="white" if v > m.max() / 2 else "black")
+        ax.set(xticks=range(len(names)), yticks=range(len(names)), xticklabels=names, yticklabels=names,
+               xlabel="predicted", ylabel="true", title=title)
     return fig
 
 
@@ -93,14 +96,18 @@ def classifier_figures(history, scored: dict, names: Sequence[str], positive_ind
     if scored:
         split = "test" if "test" in scored else list(scored)[-1]
         logits, labels = scored[split]
-        preds = logits.argmax(-1)
-        cm = torch.zeros(len(names), len(names), dtype=torch.long)
-        cm.index_put_((labels, preds), torch.ones_like(labels), accumulate=True)
-        figs["confusion"] = confusion(cm.tolist(), names, f"confusion ({split}, argmax)")
+        calibration = calibration or {"temperature": 1.0, "threshold": None}
+        t, threshold = calibration["temperature"], calibration["threshold"]
+        cm = lambda preds: multiclass_confusion_matrix(preds, labels, len(names)).tolist()
+        matrices = {f"{split}, argmax": cm(logits.argmax(-1))}
+        if threshold is not None:
+            matrices[f"{split}, p({names[positive_index]}) >= {threshold:.3f}"] = cm(
+                decide(probabilities(logits, t), positive_index, threshold))
+        figs["confusion"] = confusion(matrices, names)
         if positive_index is not None:
             score = probabilities(logits)[:, positive_index]
             figs["roc_pr"] = roc_and_pr(score, (labels == positive_index).long(), names[positive_index], split)
-        figs["reliability"] = reliability(logits, labels, (calibration or {}).get("temperature", 1.0), split)
+        figs["reliability"] = reliability(logits, labels, t, split)
     return figs
 
 

@@ -47,6 +47,8 @@ RULES = {
     "python -m gptft.train task=spam 'logger=[tensorboard,csv]'": (COMPOSE, "GPT-2 124M for minutes"),
     "python -m gptft.train task=spam data.path=export.csv data.header=false data.text_column=2 data.label_column=0":
         (COMPOSE, "the README's two-row example file is parsed in test_byod_example_file; two rows cannot train"),
+    "python -m gptft.train task=spam data.path=comments.csv experiment=small-data threshold.precision=0.99":
+        (COMPOSE, "up to 30 epochs of GPT-2 124M; tests/test_classifier_report.py trains with a threshold"),
     CLASSIFY: (RUN, "on the trial's checkpoint"),
     "python -m gptft.classify ckpt=.../best.ckpt file=messages.txt": (RUN, "on the trial's checkpoint"),
     'python -m gptft.generate ckpt=outputs/instruct/<run>/checkpoints/best.ckpt prompt="Name three primary colors."':

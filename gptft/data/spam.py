@@ -83,7 +83,8 @@ class SpamDataModule(TextDataModule):
         self.stratify = stratify
         self.dedup = dedup
         self.split = _check_split(split)
-        if train_rows is not None and (isinstance(train_rows, bool) or not isinstance(train_rows, int) or train_rows < 1):
+        if train_rows is not None and (isinstance(train_rows, bool) or not isinstance(train_rows, int)
+                                       or train_rows < 1):
             raise DataError(f"data.train_rows must be null or a positive integer, got {train_rows!r}")
         self.train_rows = train_rows
         self.text_column = text_column

@@ -13,7 +13,7 @@ from torchmetrics import CatMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from ..data.handoff import TaskData
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from . import calibration as fit
 from .base import FinetuneTask, split_prefix
 from .class_metrics import split_scores
@@ -39,6 +39,19 @@ def confusion_markdown(cm: list[list[int]], names: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def checked_calibration(calibration):
+    """A checkpoint's stored calibration, if it is what gptft writes: T > 0 and a threshold in [0, 1] or None."""
+    if calibration is None:
+        return None
+    number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and x == x
+    if not (isinstance(calibration, dict) and number(calibration.get("temperature")) and calibration["temperature"] > 0
+            and (calibration.get("threshold") is None or (number(calibration["threshold"]) and
+                                                          0 <= calibration["threshold"] <= 1))):
+        raise CheckpointError(f"the checkpoint's calibration {calibration!r} is not a positive temperature and a "
+                              f"threshold in [0, 1] or null; it is damaged or not from gptft")
+    return calibration
+
+
 class ClassifierTask(FinetuneTask):
     """data: label_names (one output per class), positive_index, pad_width, class_weights (of the training loss).
     pooling: which position's state is classified (see `pool`). temperature / threshold_precision: what is fitted
@@ -52,6 +65,7 @@ class ClassifierTask(FinetuneTask):
         if pooling not in POOLINGS:
             raise ConfigError(f"unknown pooling={pooling!r}; choose one of {', '.join(POOLINGS)}")
         if threshold_precision is not None and not (isinstance(threshold_precision, (int, float)) and
+                                                    not isinstance(threshold_precision, bool) and
                                                     0 < threshold_precision <= 1 and len(data.label_names or ()) == 2):
             raise ConfigError(f"threshold.precision={threshold_precision!r}: give a precision in (0, 1] for the "
                               f"positive class of a two-class task, or null")
@@ -79,7 +93,7 @@ class ClassifierTask(FinetuneTask):
         weights = None if data.class_weights is None else torch.tensor(data.class_weights, dtype=torch.float32)
         self.register_buffer("class_weights", weights, persistent=False)
         self.temperature, self.threshold_precision = temperature, threshold_precision
-        self.calibration: dict | None = self.meta.get("calibration")  # stored in the checkpoint after training
+        self.calibration: dict | None = checked_calibration(self.meta.get("calibration"))  # stored after training
         self.calibrated_now = False
         self.history: list[dict] = []        # per epoch: train and val loss/acc (the curves in plots/)
         self.scored: dict[str, tuple] = {}   # split -> (logits, labels) of the final scoring (the other plots)
