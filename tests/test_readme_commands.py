@@ -208,7 +208,7 @@ def test_trial_run(trial):
     run_dir, out = trial
     assert (run_dir / "checkpoints" / "best.ckpt").is_file() and (run_dir / "metrics.json").is_file()
     # the summary the README describes
-    assert re.search(r"^  split  \s+acc\s+f1\s+loss$", out.stdout, re.M), out.stdout
+    assert re.search(r"^  split  \s+acc\s+f1\s+loss\s+auroc\s+pr_auc\s+ece$", out.stdout, re.M), out.stdout
     assert f"run folder:  {run_dir.resolve()}" in out.stdout or f"run folder:  {run_dir}" in out.stdout
     assert re.search(r"disk: +[\d.]+ MiB written to the run folder \([\d.]+ MiB checkpoints\)", out.stdout)
     # the progress lines the README shows, in the same format
