@@ -111,6 +111,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, callbacks: tuple = ()) -> dict:
         "best_ckpt": best,
         "scored_ckpt": scored,
         "last_ckpt": last,
+        "epochs_trained": trainer.current_epoch,  # below trainer.max_epochs when early stopping ended the run
         "wall_time_s": round(time.perf_counter() - start, 1),
         "peak_rss_mib": round(peak_rss_mib(), 1),
         "checkpoint_write_s": round(getattr(ckpt, "write_s", 0.0), 3),  # small models write in milliseconds

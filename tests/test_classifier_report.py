@@ -39,6 +39,7 @@ def run(tmp_path_factory, shared_data):
 def test_metrics_json_has_the_new_scores_and_the_calibration(run):
     _, m = run
     assert m["data"]["split_class_counts"]["test"] == {"ham": 40, "spam": 12}  # stratified: 200:60 kept
+    assert m["epochs_trained"] == 2
     for split in ("train", "val", "test"):
         d = m["splits"][split]
         for key in ("auroc", "pr_auc", "ece", "ece_calibrated", "precision_spam", "recall_ham",
