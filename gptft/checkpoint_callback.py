@@ -9,9 +9,10 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins.io import AsyncCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
 
-from .checkpoint_io import AtomicCheckpointIO
+from .checkpoint_io import writes_atomically
 from .errors import CheckpointError, ConfigError
 
 
@@ -26,8 +27,9 @@ class BestAndLastCheckpoint(L.Callback):
     So last.ckpt is its own file even when it holds the same step as best.ckpt (it was a link to best.ckpt
     when best.ckpt held the resume state too); keeping AdamW's moments out of best.ckpt makes it a third
     of the size. Both are small by default (FinetuneTask.on_save_checkpoint leaves the frozen tensors out).
-    Every write goes through `trainer.save_checkpoint` (atomic with gptft.checkpoint_io.AtomicCheckpointIO).
-    `write_s` sums the time spent writing.
+    Every write goes through `trainer.save_checkpoint` (atomic with gptft.checkpoint_io.AtomicCheckpointIO,
+    in a background thread when wrapped in AsyncCheckpointIO). `write_s` sums the time training waited for
+    writes: preparing and copying each checkpoint, and at the end the wait for the last write to finish.
 
     The checkpoint also records where training continues (epoch, batches already done in it) and the random
     generators' states; a resumed run hands the position to the data module (`start_train_at`) and restores
@@ -85,7 +87,7 @@ class BestAndLastCheckpoint(L.Callback):
     # ---- Lightning hooks
     def setup(self, trainer, pl_module, stage: str) -> None:
         self._trainer = trainer
-        if not isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO):  # a lost plugin must not go unseen
+        if not writes_atomically(trainer.strategy.checkpoint_io):  # a lost plugin must not go unseen
             raise ConfigError("BestAndLastCheckpoint writes atomically only with "
                               "L.Trainer(plugins=[gptft.checkpoint_io.AtomicCheckpointIO()])")
 
@@ -125,6 +127,11 @@ class BestAndLastCheckpoint(L.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         if not trainer.fast_dev_run and trainer.global_step > self._saved_step:
             self._save_last(trainer)
+        io = trainer.strategy.checkpoint_io
+        if isinstance(io, AsyncCheckpointIO):  # every file in place (or its error raised) before scoring reads best.ckpt
+            start = time.perf_counter()
+            io.teardown()
+            self.write_s += time.perf_counter() - start
 
     # ---- what a checkpoint keeps of this callback: plain values and the generators' state tensors
     def state_dict(self) -> dict:

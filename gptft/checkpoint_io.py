@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.plugins.io import AsyncCheckpointIO, TorchCheckpointIO
 
 from .atomic import WriteFailed, write_atomic
 from .errors import CheckpointError
@@ -63,3 +63,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if map_location is None:
             return super().load_checkpoint(path, weights_only=True)
         return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+
+
+def background_atomic_io() -> AsyncCheckpointIO:
+    """Atomic writes in a background thread: training waits only while the checkpoint's tensors are copied
+    (Lightning's AsyncCheckpointIO clones them on the calling thread), not while they are serialized and
+    fsynced. A failed write is raised at the next write or when training ends."""
+    return AsyncCheckpointIO(AtomicCheckpointIO())
+
+
+def writes_atomically(io) -> bool:
+    return isinstance(io, AtomicCheckpointIO) or (isinstance(io, AsyncCheckpointIO)
+                                                  and isinstance(io.checkpoint_io, AtomicCheckpointIO))

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .atomic import write_json
 from .checkpoint_callback import BestAndLastCheckpoint
-from .checkpoint_io import AtomicCheckpointIO
+from .checkpoint_io import background_atomic_io
 from .errors import ConfigError, friendly_errors
 from .memory import peak_rss_mib, reset_peak_rss
 from .models.build import build_backbone
@@ -91,7 +91,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, callbacks: tuple = ()) -> dict:
                                                           *([progress_bar()] if cfg.trainer.enable_progress_bar else [])],
         logger=instantiate_all(cfg.logger, "logger"), default_root_dir=str(run_dir),
         # checkpoints are written atomically, by callbacks.model_checkpoint alone (no default ModelCheckpoint)
-        plugins=[AtomicCheckpointIO()], enable_checkpointing=False,
+        plugins=[background_atomic_io()], enable_checkpointing=False,
     )
     trainer.fit(task, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)
     ckpt = next((c for c in trainer.callbacks if isinstance(c, BestAndLastCheckpoint)), None)

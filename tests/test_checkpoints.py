@@ -72,6 +72,7 @@ class LastAtEpochStart(L.Callback):
         self.path, self.steps = path, {}
 
     def on_train_epoch_start(self, trainer, pl_module):
+        trainer.strategy.checkpoint_io.teardown()  # waits for the background writes (the next write restarts it)
         if self.path.exists():
             self.steps[trainer.current_epoch] = _load(self.path)["global_step"]
 
@@ -81,6 +82,9 @@ def test_resume_into_a_new_folder_keeps_best_and_refreshes_last(tmp_path):
     first = tmp_path / "first"
     fit_and_test(compose_cfg(first, *QUICK, "trainer.max_epochs=1", "trainer.limit_train_batches=5", "optimizer.lr=0"),
                  first)
+    older = _load(first / "checkpoints" / "last.ckpt")  # as written before task.head_bias existed: resumes as true
+    del older["gptft"]["task_args"]["head_bias"]
+    torch.save(older, first / "checkpoints" / "last.ckpt")
     second = tmp_path / "second"
     probe = LastAtEpochStart(second / "checkpoints" / "last.ckpt")
     cfg = compose_cfg(second, *QUICK, "trainer.max_epochs=3", "trainer.limit_train_batches=5", "optimizer.lr=0",
@@ -92,3 +96,24 @@ def test_resume_into_a_new_folder_keeps_best_and_refreshes_last(tmp_path):
     assert probe.steps == {2: 10}  # refreshed after the non-improving validation at step 10, not only at the end
     assert _load(second / "checkpoints" / "last.ckpt")["global_step"] == 15
     assert metrics["checkpoint_write_s"] > 0
+
+
+def test_background_writes_hold_the_state_at_save_time_and_report_failures(tmp_path):
+    # pins Lightning's (experimental) AsyncCheckpointIO as gptft uses it: the tensors are copied on the
+    # calling thread, so training may change them while the file is written; a failed write is raised later
+    import pytest
+
+    from gptft.checkpoint_io import background_atomic_io
+
+    io = background_atomic_io()
+    weights = torch.arange(1_000_000, dtype=torch.float32)
+    io.save_checkpoint({"state_dict": {"w": weights}}, tmp_path / "last.ckpt")
+    weights.add_(1)  # the next training step, while the write may still run
+    io.teardown()
+    assert torch.equal(_load(tmp_path / "last.ckpt")["state_dict"]["w"], torch.arange(1_000_000, dtype=torch.float32))
+
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    with pytest.raises(FileExistsError):  # raised by the next write, or when training ends
+        io.save_checkpoint({"w": weights}, blocked / "last.ckpt")
+        io.teardown()

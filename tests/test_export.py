@@ -1,7 +1,8 @@
 """`python -m gptft.export`: what transformers alone (a fresh interpreter that cannot import gptft) makes of the
 exported folders and GGUF files, against gptft's own outputs. Checkpoints are trained here in a few batches:
 gpt2-tiny (spam, alpaca instructions) and a two-layer random SmolLM2 with the shared GGUF's real tokenizer
-(chatml instructions, spam). One child process answers for every export (tests/export_reference.py)."""
+(chatml instructions, spam with task.head_bias=false, which is what makes a Llama classifier exportable). One
+child process answers for every export (tests/export_reference.py)."""
 from __future__ import annotations
 
 import json
@@ -17,6 +18,7 @@ from gptft.data.collate import ClassificationCollate
 from gptft.data.prompts import get_prompt_style
 from gptft.errors import CommandExit
 from gptft.export.command import export_task, main
+from gptft.export.folder import load_folder
 from gptft.models.generation import generate
 from gptft.tasks.classifier import ClassifierTask
 from gptft.tasks.factory import datamodule_from_meta, load_checkpoint
@@ -46,8 +48,9 @@ def ckpts(tmp_path_factory, shared_data, shared_gguf, tokenizer) -> dict[str, Pa
     llama = ["model=smollm2-135m-instruct", "model.pretrained=false", "model.shape.n_layer=2",
              f"model.checkpoint={shared_gguf}"]
     runs = {"gpt2_spam": ["task=spam", "model=gpt2-tiny"], "gpt2_instruct": ["task=instruct", "model=gpt2-tiny"],
+            "gpt2_spam_nobias": ["task=spam", "model=gpt2-tiny", "task.head_bias=false"],
             "llama_instruct": ["task=instruct", "data.prompt_style=chatml", *llama],
-            "llama_spam": ["task=spam", *llama]}
+            "llama_spam": ["task=spam", "task.head_bias=false", *llama]}
     for name, overrides in runs.items():
         train(compose_cfg(root / name, *overrides, *FAST))
     return {name: root / name / "checkpoints" / "best.ckpt" for name in runs}
@@ -100,12 +103,11 @@ def exported(ckpts, tmp_path_factory):
             key = f"{name}_gguf_{dtype}"
             export_task(task, tok, meta, ckpts[name], out / key, "gguf", dtype)
             jobs[key], expect[key] = lm_job(out / key, exp, "model.gguf", tokenizer=dtype == "f32"), exp
-    for name in ("gpt2_spam", "llama_spam"):
+    for name in ("gpt2_spam", "gpt2_spam_nobias", "llama_spam"):
         task, tok, meta = load_checkpoint(ckpts[name])
-        if name == "llama_spam":  # transformers' Llama score layer has no bias: export works without one
-            task.backbone.head.bias.data.zero_()
+        assert (task.backbone.head.bias is None) == name.endswith(("nobias", "llama_spam"))  # task.head_bias=false
         texts = split_texts(meta, tok, task.backbone.context_length)
-        texts = texts if name == "gpt2_spam" else texts[:LLAMA_TEXTS]
+        texts = texts if name.startswith("gpt2") else texts[:LLAMA_TEXTS]
         logits = gptft_class_logits(task, tok, texts)
         expect[name] = {"texts": texts, "ids": [tok.encode(t) for t in texts], "logits": logits,
                         "labels": [meta["label_names"][max(range(len(z)), key=z.__getitem__)] for z in logits]}
@@ -129,12 +131,12 @@ def _close(a, b, tol: float) -> float:
     return diff
 
 
-@pytest.mark.parametrize("name", ["gpt2_spam", "llama_spam"])
+@pytest.mark.parametrize("name", ["gpt2_spam", "gpt2_spam_nobias", "llama_spam"])
 def test_classifier_matches_on_the_real_test_split(exported, name):
     _, expect, results = exported
     exp, got = expect[name], results[name]
     assert got["class"] == ("GPT2" if name.startswith("gpt2") else "Llama") + "ForSequenceClassification"
-    assert len(exp["texts"]) == (300 if name == "gpt2_spam" else LLAMA_TEXTS)
+    assert len(exp["texts"]) == (300 if name.startswith("gpt2") else LLAMA_TEXTS)
     assert got["ids"] == exp["ids"]  # the exported tokenizer.json encodes as gptft does
     _close(got["text_logits"], exp["logits"], 1e-4)  # padded batches of 16: last non-pad token = gptft's pooling
     assert got["labels"] == exp["labels"]
@@ -151,6 +153,28 @@ def test_causal_lm_logits_generation_and_chat_template(exported, name):
     assert [g[:-1] if g and g[-1] == eos else g for g in got["generate"]] == exp["generate"]
     assert got["chat"] == exp["prompts"]  # the chat template reproduces the training prompt style
     assert not got["config"]["tie_word_embeddings"]  # the instruct head was trained untied
+
+
+@pytest.mark.parametrize("name", ["gpt2_spam", "llama_spam", "gpt2_instruct", "llama_instruct"])
+def test_gptft_reads_its_exported_folders_back(exported, name):
+    """What `python -m gptft.serve ckpt=FOLDER` serves: gptft's own loaders on the folder, no transformers."""
+    out, expect, _ = exported
+    task, tok, meta = load_folder(out / name)
+    exp = expect[name]
+    assert meta["exported"]["architecture"] == {"gpt2": "GPT2", "llama": "Llama"}[name.split("_")[0]] + (
+        "ForSequenceClassification" if name.endswith("spam") else ("LMHeadModel" if name == "gpt2_instruct"
+                                                                  else "ForCausalLM"))
+    if name.endswith("spam"):
+        assert meta["label_names"] == ["ham", "spam"] and meta["task"] == "spam"
+        assert [tok.encode(t) for t in exp["texts"]] == exp["ids"]
+        _close(gptft_class_logits(task, tok, exp["texts"]), exp["logits"], 1e-4)
+        return
+    style = get_prompt_style(meta["prompt_style"])
+    assert meta["prompt_style"] == ("alpaca" if name == "gpt2_instruct" else "chatml")
+    assert [style.encode_prompt(tok, p) for p in PROMPTS] == exp["prompts"]
+    with torch.no_grad():
+        _close(task.backbone(torch.tensor([exp["prompts"][0]]))[0], exp["logits"], 1e-4)
+    assert [generate(task.backbone, p, NEW_TOKENS, eos_id=tok.eot_id) for p in exp["prompts"]] == exp["generate"]
 
 
 @pytest.mark.parametrize("name", ["gpt2_instruct", "llama_instruct"])
@@ -215,8 +239,21 @@ def test_refusals_write_nothing(ckpts, tmp_path, capsys):
 
     assert "format=hf" in _refused([f"ckpt={spam}", f"out={tmp_path / 'd'}", "format=gguf"], capsys)
     _nothing_written(tmp_path / "d")
-    assert "bias" in _refused([f"ckpt={ckpts['llama_spam']}", f"out={tmp_path / 'e'}"], capsys)
+    line = _refused([f"ckpt={biased_llama_classifier(ckpts['llama_spam'], tmp_path)}", f"out={tmp_path / 'e'}"],
+                    capsys)
+    assert "has a bias" in line and "task.head_bias=false" in line
     _nothing_written(tmp_path / "e")
+
+
+def biased_llama_classifier(ckpt: Path, tmp_path: Path) -> Path:
+    """The Llama classifier as task.head_bias=true (the default) trains it: its head with a non-zero bias."""
+    data = torch.load(ckpt, weights_only=True)
+    weight = next(k for k in data["state_dict"] if k.endswith("lm_head.weight"))
+    data["state_dict"][weight[: -len("weight")] + "bias"] = torch.full(data["state_dict"][weight].shape[:1], 0.1)
+    data["gptft"] = {**data["gptft"], "task_args": {**data["gptft"]["task_args"], "head_bias": True}}
+    torch.save(data, tmp_path / "biased.ckpt")
+    assert load_checkpoint(tmp_path / "biased.ckpt")[0].backbone.head.bias is not None
+    return tmp_path / "biased.ckpt"
 
 
 def test_pooling_last_is_refused(ckpts, tmp_path):

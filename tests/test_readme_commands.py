@@ -74,6 +74,8 @@ RULES = {
         (SKIP, "a server that runs until stopped; tests/test_serve.py serves tiny checkpoints"),
     "python -m gptft.serve ckpt=outputs/instruct/<run>/checkpoints/best.ckpt port=8001 api_key=s3cret":
         (SKIP, "a server that runs until stopped; tests/test_serve.py serves tiny checkpoints"),
+    "python -m gptft.serve ckpt=exports/spam port=8002":
+        (SKIP, "a server that runs until stopped; tests/test_serve.py serves tiny checkpoints' exported folders"),
     """curl -s 127.0.0.1:8000/predict -H 'Content-Type: application/json' -d '{"text": "You won a prize! Call now"}'""":
         (SKIP, "needs the server above; tests/test_serve.py posts the same JSON with a real client"),
     "python -m gptft.evaluate ckpt=... judge.enabled=true judge.api=openai judge.url=http://127.0.0.1:8000/v1 "

@@ -1,12 +1,14 @@
 """`python -m gptft.serve` with real clients: urllib for /predict (against `gptft.classify`), the `openai`
 client for the chat (against `gptft.generate`, streamed and not), the bad-request matrix, a bounded load
 run with batching off and on, a headless Chromium on the web page, and the evaluate judge pointed at
-the server. gpt2-tiny checkpoints are trained here; servers listen on 127.0.0.1, free ports, and are
-always stopped; every wait is bounded."""
+the server, and the same answers from the folders `gptft.export` makes of those checkpoints. gpt2-tiny
+checkpoints are trained here; servers listen on 127.0.0.1, free ports, and are always stopped; every wait
+is bounded."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import urllib.error
 import urllib.request
@@ -17,6 +19,7 @@ import pytest
 from gptft.classify import classify, main as classify_main
 from gptft.cli_args import command
 from gptft.evaluate import main as evaluate
+from gptft.export.command import export_task
 from gptft.generate import main as generate_main
 from gptft.serve.load import main as load_main
 from gptft.serve.process import running_server
@@ -64,6 +67,16 @@ def chat_url(instruct_ckpt, tmp_path_factory):
     with running_server(instruct_ckpt, f"api_key={KEY}", f"max_tokens={CHAT_TOKENS}",
                         log=tmp_path_factory.mktemp("logs") / "chat.log") as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def exported(spam_ckpt, instruct_ckpt, tmp_path_factory) -> dict[str, Path]:
+    """Both checkpoints as `python -m gptft.export format=hf` writes them."""
+    out = tmp_path_factory.mktemp("exports")
+    for name, ckpt in (("spam", spam_ckpt), ("instruct", instruct_ckpt)):
+        task, tok, meta = load_checkpoint(ckpt)
+        export_task(task, tok, meta, str(ckpt), out / name)
+    return {"spam": out / "spam", "instruct": out / "instruct"}
 
 
 def http(url: str, body=None, key: str | None = KEY, method: str | None = None, raw: bytes | None = None,
@@ -314,6 +327,74 @@ def test_judge_on_gptft_serve(instruct_ckpt, chat_url, tmp_path):
     bad = evaluate([f"ckpt={instruct_ckpt}", "max_new_tokens=2", "limit=1", f"out={tmp_path / 'bad'}",
                     "judge.enabled=true", "judge.api=openai", f"judge.url={chat_url}", "judge.api_key=wrong"])
     assert "HTTP 401" in bad["judge"]["error"] and "/v1/chat/completions" in bad["judge"]["error"]
+
+
+# ---- exported folders: the same answers as their checkpoints --------------------------------------------------------
+def test_exported_classifier_folder_predicts_as_its_checkpoint(spam_url, spam_ckpt, exported, shared_data,
+                                                               tmp_path):
+    texts = [*sms_texts(shared_data, 12), LONG]
+    _, want = http(spam_url + "/predict", {"texts": texts})
+    with running_server(exported["spam"], f"api_key={KEY}", log=tmp_path / "spam-folder.log") as url:
+        status, got = http(url + "/predict", {"texts": texts})
+        single = http(url + "/predict", {"text": texts[0]})
+        _, info = http(url + "/info")
+    assert status == 200 and single[0] == 200 and single[1]["label"] == want["results"][0]["label"]
+    for a, b in zip(got["results"], want["results"]):  # the head's bias now sits in the final LayerNorm
+        assert a["label"] == b["label"] and a["truncated"] == b["truncated"]
+        assert a["probs"] == pytest.approx(b["probs"], abs=1e-5)
+    metrics = json.loads((spam_ckpt.parents[1] / "metrics.json").read_text())["splits"]["test"]
+    assert info["source"] == "exported folder" and info["checkpoint"] == str(exported["spam"].resolve())
+    assert info["task"] == "spam" and info["labels"] == ["ham", "spam"] and info["model"] == "gpt2-tiny"
+    assert info["exported"]["architecture"] == "GPT2ForSequenceClassification"
+    assert info["exported"]["model_card"]["source_checkpoint"] == str(spam_ckpt.resolve())
+    assert info["training_metrics"]["test"]["acc"] == round(metrics["acc"], 4)  # as the card prints it
+
+
+def test_exported_causal_lm_folder_chats_as_its_checkpoint(chat_url, exported, tmp_path):
+    ask = lambda url, prompt, stream: openai.OpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0, timeout=120) \
+        .chat.completions.create(model="gptft", messages=[{"role": "user", "content": prompt}], temperature=0,
+                                 max_tokens=16, stream=stream)
+    prompts = ["Name three primary colors.", "Rewrite the sentence: the cat sat on the mat."]
+    want = [ask(chat_url, p, False).choices[0].message.content for p in prompts]
+    with running_server(exported["instruct"], f"api_key={KEY}", log=tmp_path / "chat-folder.log") as url:
+        got = [ask(url, p, False).choices[0].message.content for p in prompts]
+        streamed = "".join(c.choices[0].delta.content or "" for c in ask(url, prompts[0], True) if c.choices)
+        _, info = http(url + "/info")
+    assert got == want and streamed == want[0]
+    assert info["source"] == "exported folder" and info["prompt_style"] == "alpaca" and info["task"] == "instruct"
+    assert info["exported"]["architecture"] == "GPT2LMHeadModel"
+
+
+def _refused_folder(folder: Path, capsys) -> str:
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        command(serve_main)([f"ckpt={folder}", f"port={_free()}"])
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err  # one line, no traceback
+    return err
+
+
+def test_bad_exported_folders_are_refused_in_one_line(exported, tmp_path, capsys):
+    def copy(name: str) -> Path:
+        return Path(shutil.copytree(exported["spam"], tmp_path / name))
+
+    no_config = copy("no_config")
+    (no_config / "config.json").unlink()
+    assert "without config.json" in _refused_folder(no_config, capsys)
+    unknown = copy("unknown")
+    config = json.loads((unknown / "config.json").read_text())
+    (unknown / "config.json").write_text(json.dumps({**config, "architectures": ["BertForMaskedLM"]}))
+    assert "names architectures ['BertForMaskedLM']" in _refused_folder(unknown, capsys)
+    (unknown / "config.json").write_text(json.dumps({**config, "n_layer": config["n_layer"] + 1}))
+    assert "missing key 'transformer.h.4.ln_1.weight'" in _refused_folder(unknown, capsys)  # weights and config disagree
+    cut = copy("cut")
+    data = (cut / "model.safetensors").read_bytes()
+    (cut / "model.safetensors").write_bytes(data[: len(data) // 2])
+    assert "not a readable safetensors file" in _refused_folder(cut, capsys)
+    template = Path(shutil.copytree(exported["instruct"], tmp_path / "template"))
+    conf = json.loads((template / "tokenizer_config.json").read_text())
+    (template / "tokenizer_config.json").write_text(json.dumps({**conf, "chat_template": "{{ messages }}"}))
+    assert "none of gptft's" in _refused_folder(template, capsys)
 
 
 # ---- the command's own checks ---------------------------------------------------------------------------------------

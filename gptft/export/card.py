@@ -1,8 +1,13 @@
-"""README.md of an export: base model, data, recipe and the run's metrics.json scores."""
+"""README.md of an export: base model, data, recipe and the run's metrics.json scores; and reading those
+facts back (`gptft.serve` of an exported folder shows them in /info)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+
+TITLE = " model exported from gptft"
+SCORES = "## Scores of the run (metrics.json)"
 
 
 def run_metrics(ckpt: Path) -> dict:
@@ -36,13 +41,53 @@ def model_card(meta: dict, ckpt: Path, files: str, usage: str) -> str:
     what = (f"a classifier over {meta['label_names']}" if meta.get("label_names")
             else f"an instruction follower (prompt style {meta.get('prompt_style')})")
     lines = [
-        f"# {meta['task']} model exported from gptft", "",
+        f"# {meta['task']}{TITLE}", "",
         f"{what.capitalize()}, fine-tuned with gptft from `{base}` ({meta['arch']}, {trained}).", "",
         f"- Source checkpoint: `{ckpt}`",
         f"- Data: {meta['data_class']}, " + (f"`{data['path']}`" if data.get("path") else "its default data file")
         + (f", split {data.get('split')}" if data.get("split") is not None else ""),
         f"- Recipe: {recipe}", f"- Files: {files}", "",
-        "## Scores of the run (metrics.json)", "", *_scores(run_metrics(ckpt)), "",
+        SCORES, "", *_scores(run_metrics(ckpt)), "",
         "## Use", "", usage, "",
     ]
     return "\n".join(lines)
+
+
+def _cell(text: str):
+    try:
+        return int(text) if text.lstrip("-").isdigit() else float(text)
+    except ValueError:
+        return text or None
+
+
+def _read_scores(lines: list[str]) -> dict | None:
+    """The scores table under SCORES back as {split: {metric: value}} (values as printed: 4 decimals)."""
+    rows = [line for line in lines if line.startswith("|")]
+    if len(rows) < 3:
+        return None
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
+    keys = cells[0][1:]
+    return {row[0]: {k: _cell(v) for k, v in zip(keys, row[1:]) if v} for row in cells[2:]}
+
+
+def read_card(path: Path) -> dict:
+    """What a gptft model card says: task, base_model, source_checkpoint, description and metrics (None when
+    it had none); {} when `path` is missing or not a card gptft wrote."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return {}
+    if not lines or not lines[0].startswith("# ") or not lines[0].endswith(TITLE):
+        return {}
+    out = {"task": lines[0][2: -len(TITLE)]}
+    for line in lines[1:]:
+        base = re.search(r"fine-tuned with gptft from `([^`]*)`", line)
+        if base and "base_model" not in out:
+            out["description"], out["base_model"] = line, base.group(1)
+        if line.startswith("- Source checkpoint: `"):
+            out["source_checkpoint"] = line.split("`")[1]
+    if SCORES in lines:
+        start = lines.index(SCORES) + 1
+        end = next((i for i in range(start, len(lines)) if lines[i].startswith("## ")), len(lines))
+        out["metrics"] = _read_scores(lines[start:end])
+    return out

@@ -49,7 +49,7 @@ def body_tensors(backbone) -> dict[str, torch.Tensor]:
 def classifier_head(backbone, pooling: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """(score weight, changed body tensors). transformers' score layer has no bias: for GPT-2 it moves
     into the final LayerNorm's bias, which feeds only the score (ln_f.bias + d with W d = b); Llama's
-    RMSNorm has no bias, so a Llama head with a non-zero bias is refused."""
+    RMSNorm has no bias, so a Llama head needs none (task.head_bias=false) and one with a bias is refused."""
     if pooling != "last_token":
         raise CheckpointError(
             f"this classifier was trained with pooling={pooling}: it reads position -1 (a pad token in a padded "
@@ -62,9 +62,9 @@ def classifier_head(backbone, pooling: str) -> tuple[torch.Tensor, dict[str, tor
         return weight.float(), {}
     if backbone.arch != "gpt2":
         raise CheckpointError(
-            f"the classifier head has a bias, and transformers' {CLASSES[(backbone.arch, 'classifier')]} has none; "
-            f"a {backbone.arch} final norm has no bias to carry it either, so the export would change the "
-            f"model's scores; export is possible for GPT-2 classifiers and {backbone.arch} causal LMs")
+            f"the classifier head has a bias, and transformers' {CLASSES[(backbone.arch, 'classifier')]} has none "
+            f"(nor has the {backbone.arch} final norm, to carry it), so the export would change the model's scores; "
+            f"train the classifier with task.head_bias=false to get one that exports")
     shift = torch.linalg.pinv(weight) @ bias
     if (weight @ shift - bias).abs().max() > 1e-6 * max(1.0, float(bias.abs().max())):
         raise CheckpointError("the classifier head's bias cannot be moved into the final LayerNorm (its classes "

@@ -141,10 +141,10 @@ class ChatAPI(ls.LitAPI):
 
     def setup(self, device):
         from ..data.prompts import get_prompt_style
-        from ..tasks.factory import load_checkpoint
         from ..tasks.instruct import InstructTask
+        from .model_info import load_served
 
-        task, self.tokenizer, meta = load_checkpoint(self.ckpt, expect_task=InstructTask)
+        task, self.tokenizer, meta = load_served(self.ckpt, InstructTask)
         self.model = task.backbone.to(device).eval()
         self.style, self.device = get_prompt_style(meta["prompt_style"]), device
 

@@ -65,9 +65,9 @@ class ClassifyAPI(ls.LitAPI):
 
     def setup(self, device):
         from ..tasks.classifier import ClassifierTask
-        from ..tasks.factory import load_checkpoint
+        from .model_info import load_served
 
-        task, self.tokenizer, _ = load_checkpoint(self.ckpt, expect_task=ClassifierTask)
+        task, self.tokenizer, _ = load_served(self.ckpt, ClassifierTask)
         self.task = OnDevice(task.to(device), device)
 
     def decode_request(self, request: PredictRequest):

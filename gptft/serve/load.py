@@ -20,7 +20,7 @@ from .process import running_server
 
 USAGE = """usage: python -m gptft.serve.load ckpt=PATH [requests=200] [concurrency=16] [batch_sizes=1,16]
          [batch_timeout=0.01] [request_timeout=60]
-  ckpt         a classifier checkpoint
+  ckpt         a classifier checkpoint (or its folder of python -m gptft.export)
   batch_sizes  the max_batch_size of each server started (1: batching off)"""
 
 DEFAULTS = {"ckpt": None, "requests": 200, "concurrency": 16, "batch_sizes": "1,16", "batch_timeout": 0.01,

@@ -12,8 +12,9 @@ from ..errors import ConfigError
 
 USAGE = """usage: python -m gptft.serve ckpt=PATH [host=127.0.0.1] [port=8000] [api_key=null]
          [max_batch_size=16] [batch_timeout=0.01] [max_tokens=256] [timeout=120] [device=auto] [log_level=warning]
-  ckpt            a gptft checkpoint: a classifier (POST /predict) or an instruction model
-                  (POST /v1/chat/completions, OpenAI-compatible); the page is at /
+  ckpt            a gptft checkpoint, or a folder of python -m gptft.export format=hf: a classifier
+                  (POST /predict) or an instruction model (POST /v1/chat/completions, OpenAI-compatible);
+                  the page is at /
   host            127.0.0.1 (this machine only), 0.0.0.0 or :: (every interface: set api_key)
   api_key         required by every endpoint but /health (or set GPTFT_SERVE_API_KEY)
   max_batch_size  classifier requests batched into one forward pass (1: no batching)
@@ -82,7 +83,7 @@ def build(args, meta: dict, context_length: int):
 
 
 def main(argv: list[str] | None = None) -> None:
-    from ..tasks.factory import load_checkpoint
+    from .model_info import load_served
 
     args = parse(DEFAULTS, USAGE, argv, {"api_key": str})
     args.api_key = args.api_key or os.environ.get("GPTFT_SERVE_API_KEY") or None
@@ -90,14 +91,15 @@ def main(argv: list[str] | None = None) -> None:
     check_port(args.host, args.port)
     if args.host != "127.0.0.1" and not args.api_key:
         print(f"warning: serving on {args.host} (every interface) without api_key", file=sys.stderr, flush=True)
-    # loaded here once to refuse a bad checkpoint before any process starts; the worker loads its own copy
-    task, _, meta = load_checkpoint(args.ckpt)
+    # loaded here once to refuse a bad checkpoint or folder before any process starts; the worker loads its own copy
+    task, _, meta = load_served(args.ckpt)
     context_length = task.backbone.context_length
     del task
     server, info = build(args, meta, context_length)
     shown = "[::1]" if args.host == "::" else args.host
     route = "POST /predict" if info["kind"] == "classifier" else "POST /v1/chat/completions"
-    print(f"gptft.serve: {info['kind']} {args.ckpt} at http://{shown}:{args.port}/ ({route}, GET /info, "
+    what = info["kind"] + (" (exported folder)" if info["source"] != "checkpoint" else "")
+    print(f"gptft.serve: {what} {args.ckpt} at http://{shown}:{args.port}/ ({route}, GET /info, "
           f"GET /health{', API key required' if args.api_key else ''}); Ctrl+C stops", flush=True)
     # SIGTERM as Ctrl+C: LitServer then stops its worker processes too
     signal.signal(signal.SIGTERM, signal.default_int_handler)

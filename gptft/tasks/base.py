@@ -190,9 +190,11 @@ class FinetuneTask(L.LightningModule):
             if meta.get(key) != self.meta.get(key):
                 problems.append(f"{key}: checkpoint {meta.get(key)!r}, this run {self.meta.get(key)!r}")
         mine_args, theirs_args = self.meta.get("task_args") or {}, meta.get("task_args") or {}
+        defaults = inspect.signature(type(self).__init__).parameters  # what an older checkpoint did not record
         for key in self.resume_args:
-            if mine_args.get(key) != theirs_args.get(key):
-                problems.append(f"{key}: checkpoint {theirs_args.get(key)!r}, this run {mine_args.get(key)!r}")
+            theirs = theirs_args.get(key, getattr(defaults.get(key), "default", None))
+            if mine_args.get(key) != theirs:
+                problems.append(f"{key}: checkpoint {theirs!r}, this run {mine_args.get(key)!r}")
         if (meta.get("tokenizer") or {}).get("name") != (self.meta.get("tokenizer") or {}).get("name"):
             problems.append("the tokenizer differs")
         if not problems:

@@ -54,14 +54,15 @@ def checked_calibration(calibration):
 
 class ClassifierTask(FinetuneTask):
     """data: label_names (one output per class), positive_index, pad_width, class_weights (of the training loss).
-    pooling: which position's state is classified (see `pool`). temperature / threshold_precision: what is fitted
-    on the val split when the splits are scored after training (see `calibrate`); the defaults are those of
-    checkpoints written before calibration existed."""
+    pooling: which position's state is classified (see `pool`). head_bias: whether the head has a bias
+    (task.head_bias). temperature / threshold_precision: what is fitted on the val split when the splits are
+    scored after training (see `calibrate`). The defaults are those of checkpoints written before each option
+    existed."""
 
-    resume_args = ("pooling",)
+    resume_args = ("pooling", "head_bias")
 
-    def __init__(self, backbone: nn.Module, *, data: TaskData, pooling: str, temperature: bool = False,
-                 threshold_precision: float | None = None, **common):
+    def __init__(self, backbone: nn.Module, *, data: TaskData, pooling: str, head_bias: bool = True,
+                 temperature: bool = False, threshold_precision: float | None = None, **common):
         if pooling not in POOLINGS:
             raise ConfigError(f"unknown pooling={pooling!r}; choose one of {', '.join(POOLINGS)}")
         if threshold_precision is not None and not (isinstance(threshold_precision, (int, float)) and
@@ -75,12 +76,12 @@ class ClassifierTask(FinetuneTask):
         super().__init__(backbone, data=data, **common)
         # binary: F1 of the positive class (spam, or data.positive_label); otherwise macro F1
         self.positive_index = (1 if data.positive_index is None else data.positive_index) if n == 2 else None
-        self.pooling = pooling
+        self.pooling, self.head_bias = pooling, bool(head_bias)
         self.label_names = list(data.label_names)
         if not head_trains(self.finetune):
             raise ConfigError("lora.train_head=false would leave the classifier's new head at its random start; "
                               "a classifier trains its head (lora.train_head=true)")
-        replace_head(backbone, nn.Linear(backbone.config.n_embd, n))
+        replace_head(backbone, nn.Linear(backbone.config.n_embd, n, bias=self.head_bias))
         self.freeze_body()
         f1 = lambda: MulticlassF1Score(n, average="none" if n == 2 else "macro")
         # ModuleDict keys cannot be "train" (a Module method), hence the suffix

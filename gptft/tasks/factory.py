@@ -162,12 +162,14 @@ def load_checkpoint(path: str | Path, expect_task: str | type | None = None):
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} has no state_dict; it is not a gptft checkpoint")
     damaged = f"{path} does not fit its own metadata, it is damaged or from another gptft"
+    frozen = set() if full else set(task.frozen_state_dict())  # already in place: the rebuilt backbone's
     try:
-        fits = task.load_state_dict({**({} if full else task.frozen_state_dict()), **state}, strict=False)
+        fits = task.load_state_dict(state, strict=False)
     except RuntimeError as err:  # a tensor of the wrong shape
         raise CheckpointError(f"{damaged}: {str(err).splitlines()[-1].strip()}") from None
-    if fits.missing_keys or fits.unexpected_keys:
-        raise CheckpointError(f"{damaged}: missing {fits.missing_keys[:3]}, unexpected {fits.unexpected_keys[:3]}")
+    missing = [k for k in fits.missing_keys if k not in frozen]
+    if missing or fits.unexpected_keys:
+        raise CheckpointError(f"{damaged}: missing {missing[:3]}, unexpected {fits.unexpected_keys[:3]}")
     task.merge_adapters()  # LoRA: predictions run on merged weights
     return task.eval(), tokenizer, meta
 
