@@ -1,10 +1,11 @@
 """A classifier run's figures: curves, confusion matrix, ROC, precision-recall, reliability. PNG files in the
 run's plots/ folder (written atomically) and the same images in TensorBoard.
 
-matplotlib is imported inside `classifier_figures` (about 0.3 s), so commands that draw nothing never pay for
-it; figures are drawn on Agg canvases directly (no pyplot: no global backend, no window, no state)."""
+matplotlib is imported only in the functions that draw; figures are drawn on Agg canvases directly (no pyplot:
+no global backend, no window, no state)."""
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +16,11 @@ from .atomic import write_atomic
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from .tasks.class_metrics import ECE_BINS, decide, probabilities
+
+
+def plots_available() -> bool:
+    """matplotlib is an optional extra (gptft[plots]); without it a run draws nothing and says so."""
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def _figure(width: float = 5.0, height: float = 4.0):

@@ -191,14 +191,16 @@ class ClassifierTask(FinetuneTask):
     def after_test(self, run_dir, scored_ckpt: str | None) -> dict:
         """Store this run's calibration in the scored checkpoint (best.ckpt by default); write plots/."""
         from ..checkpoint_io import add_to_metadata
-        from ..plots import classifier_figures, save_figures
+        from ..plots import classifier_figures, plots_available, save_figures
 
         out = {}
         if self.calibration is not None:
             out["calibration"] = self.calibration
             if self.calibrated_now and scored_ckpt and self.trainer.is_global_zero:
                 add_to_metadata(scored_ckpt, "calibration", self.calibration)
-        if self.trainer.is_global_zero:
+        if self.trainer.is_global_zero and not plots_available():
+            log.info("plots/ not drawn: matplotlib is not installed (pip install -e '.[plots]')")
+        elif self.trainer.is_global_zero:
             figs = classifier_figures(self.history, self.scored, self.label_names, self.positive_index,
                                       self.calibration)
             out["plots"] = save_figures(figs, Path(run_dir) / "plots", self.trainer.loggers, self.global_step)
