@@ -29,6 +29,18 @@ def payload_bytes(obj) -> int:
     return sum(seen.values())
 
 
+def add_to_metadata(path, key: str, value) -> None:
+    """Set checkpoint["gptft"][key] = value (plain data) in the checkpoint file at `path`, atomically."""
+    from .models.checkpoint_files import read_torch_file
+
+    checkpoint = read_torch_file(path, "ckpt")
+    checkpoint["gptft"][key] = value
+    try:
+        write_atomic(path, lambda f: torch.save(checkpoint, f), size_hint=payload_bytes(checkpoint))
+    except WriteFailed as err:
+        raise CheckpointError(f"checkpoint not updated: {err}") from None
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes each checkpoint to a temp file beside its target, fsyncs it and renames it over the target.
 

@@ -69,6 +69,14 @@ def boolean(v, cfg=None):
     return None if isinstance(v, bool) else "must be true or false"
 
 
+def optional_precision(v, cfg=None):
+    return None if v is None or (_is_number(v) and 0 < v <= 1) else "must be a precision in (0, 1], or null"
+
+
+def stratify(v, cfg=None):
+    return None if v in (True, False, "auto") else "must be auto, true or false"
+
+
 def test_ckpt(v, cfg=None):
     return None if v in ("best", "last") else "must be best or last"
 
@@ -117,6 +125,10 @@ RULES = {
     "trainer.num_nodes": positive_int,
     "task.test_ckpt": test_ckpt,
     "checkpoint.full": boolean,
+    "data.stratify": stratify,
+    "data.train_rows": optional_positive_int,
+    "calibration.temperature": boolean,
+    "threshold.precision": optional_precision,
 }
 
 

@@ -10,6 +10,7 @@ from .cli_args import command, parse
 from .data.collate import ClassificationCollate
 from .errors import ConfigError
 from .progress import iterate
+from .tasks.class_metrics import decide, probabilities
 from .tasks.factory import load_checkpoint
 
 USAGE = """usage: python -m gptft.classify ckpt=PATH (text="a message" | file=TEXTS.txt) [batch_size=16]
@@ -24,20 +25,37 @@ def widths(task) -> tuple[int | None, int]:
     return pad_width, pad_width or task.backbone.context_length
 
 
+def rule(task) -> tuple[float, float | None]:
+    """(temperature, threshold on the positive class's probability or None for argmax) stored in the checkpoint
+    after training; a checkpoint without them: (1.0, None)."""
+    calibration = task.calibration or {"temperature": 1.0, "threshold": None}
+    return calibration["temperature"], calibration["threshold"]
+
+
+def describe_rule(task) -> str:
+    temperature, threshold = rule(task)
+    positive = task.label_names[task.positive_index] if threshold is not None else ""
+    decision = "argmax" if threshold is None else f"{positive} if its probability >= {threshold:.4f}"
+    return f"probabilities at temperature {temperature:.3f}; label: {decision}"
+
+
 @torch.no_grad()
 def classify(task, tokenizer, texts: list[str], batch_size: int = 16) -> list[dict]:
-    """One dict per text: label, {label name: probability} and whether the text was cut to fit."""
+    """One dict per text: label, {label name: probability} and whether the text was cut to fit. The
+    probabilities are temperature-scaled and the label follows the threshold when the checkpoint stores a
+    calibration (see `rule`)."""
     pad_width, limit = widths(task)
     collate = ClassificationCollate(tokenizer.pad_id, pad_width)
     names = task.label_names
+    temperature, threshold = rule(task)
     out = []
     for start in iterate(range(0, len(texts), batch_size), "classifying", unit="batches"):
         chunk = texts[start : start + batch_size]
         ids = [tokenizer.encode(t) or [tokenizer.eot_id] for t in chunk]
         examples = [{"input_ids": x[:limit], "label": 0, "example_id": i} for i, x in enumerate(ids)]
-        probs = task(collate(examples)).float().softmax(-1)
-        for text, x, p in zip(chunk, ids, probs):
-            out.append({"text": text, "label": names[int(p.argmax())],
+        probs = probabilities(task(collate(examples)), temperature)
+        for text, x, p, pred in zip(chunk, ids, probs, decide(probs, task.positive_index, threshold)):
+            out.append({"text": text, "label": names[int(pred)],
                         "probs": {n: float(v) for n, v in zip(names, p)}, "truncated": len(x) > limit})
     return out
 
@@ -64,6 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         texts = [args.text]
     task, tokenizer, _ = load_checkpoint(args.ckpt, expect_task="spam")
+    print(f"note: {describe_rule(task)} (fitted on the validation split)" if task.calibration else
+          f"note: {describe_rule(task)} (no calibration stored in this checkpoint)", file=sys.stderr, flush=True)
     results = classify(task, tokenizer, texts, args.batch_size)
     cut = sum(r["truncated"] for r in results)
     if cut:  # the model never saw the rest of these texts: say so instead of failing silently

@@ -106,6 +106,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, callbacks: tuple = ()) -> dict:
     scored = best if cfg.task.test_ckpt == "best" else last
     trainer.test(task, dataloaders=[dm.eval_dataloader(s) for s in task.test_splits], ckpt_path=scored, verbose=False,
                  weights_only=True)
+    extra = task.after_test(run_dir, scored)  # a classifier: its calibration into the scored checkpoint, plots/
     flat = {f"{s}/{k}": v for s, d in task.final.items() for k, v in d.items() if not isinstance(v, list)}  # "val/acc"
     per_rank = across_ranks(trainer, task)  # every rank takes part; the scores are the same on all of them
     if not trainer.is_global_zero:
@@ -120,11 +121,13 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, callbacks: tuple = ()) -> dict:
         "best_ckpt": best,
         "scored_ckpt": scored,
         "last_ckpt": last,
+        "epochs_trained": trainer.current_epoch,  # below trainer.max_epochs when early stopping ended the run
         "wall_time_s": round(time.perf_counter() - start, 1),
         **per_rank,
         "checkpoint_write_s": round(getattr(ckpt, "write_s", 0.0), 3),  # small models write in milliseconds
         "precision": str(trainer.precision),
         "data": dm.report,
+        **extra,
     }
     if task.task_data.label_names:
         metrics["label_names"] = list(task.task_data.label_names)
@@ -178,7 +181,7 @@ def summary(metrics: dict, run_dir: Path, started: float) -> str:
              f"peak memory {metrics['peak_rss_mib'] / 1024:.2f} GiB{' per process' if ranks else ''}, "
              f"precision {metrics['precision']}"]
     splits = metrics["splits"]
-    cols = [k for k in ("acc", "f1", "loss", "ppl") if any(k in d for d in splits.values())]
+    cols = [k for k in ("acc", "f1", "loss", "ppl", "auroc", "pr_auc", "ece") if any(k in d for d in splits.values())]
     lines.append("  split  " + "".join(f"{c:>12}" for c in cols))
     for s, d in splits.items():
         lines.append(f"  {s:<6} " + "".join(f"{d[c]:>12.4f}" if c in d else f"{'':>12}" for c in cols))
@@ -188,6 +191,11 @@ def summary(metrics: dict, run_dir: Path, started: float) -> str:
         lines.append("  " + " " * 12 + "".join(f"{n[:10]:>12}" for n in names))
         for n, row in zip(names, splits["test"]["confusion"]):
             lines.append(f"  {n[:10]:>10}  " + "".join(f"{v:>12}" for v in row))
+    if metrics.get("calibration"):  # fitted on val: classify's probabilities and decision rule
+        c = metrics["calibration"]
+        lines.append(f"  calibration: temperature {c['temperature']:.3f}" + (
+            "" if c["threshold"] is None else f", threshold {c['threshold']:.4f} (val precision "
+            f"{c['threshold_val_precision']:.4f} for target {c['threshold_precision_target']})"))
     lines.append(f"  run folder:  {run_dir}")
     lines.append(f"  best ckpt:   {metrics['best_ckpt']}")
     total, ckpts = written_mib(run_dir, started)

@@ -153,7 +153,8 @@ def test_task_module_builds_on_a_tiny_backbone(task, tmp_path, shared_data, toke
     assert type(module).__name__ == cfg.task.module._target_.rsplit(".", 1)[1]
     assert module.meta["task_class"] == type(module).__name__ and module.test_splits == tuple(cfg.task.final_splits)
     if task == "spam":
-        assert module.label_names == ["ham", "spam"] and module.meta["task_args"] == {"pooling": "last_token", "head_bias": True}
+        assert module.label_names == ["ham", "spam"] and module.meta["task_args"] == {
+            "pooling": "last_token", "head_bias": True, "temperature": True, "threshold_precision": None}
     else:
         assert len(module.sample_prompts) == 1 and module.sample_tokens == cfg.task.sample_tokens == 64
 

@@ -62,6 +62,8 @@ RULES = {
         (SKIP, "GPT-2 124M trainings; tests/test_sweeps.py runs the search and the joblib launcher on gpt2-tiny"),
     "python -m gptft.train task=spam data.path=export.csv data.header=false data.text_column=2 data.label_column=0":
         (COMPOSE, "the README's two-row example file is parsed in test_byod_example_file; two rows cannot train"),
+    "python -m gptft.train task=spam data.path=comments.csv experiment=small-data threshold.precision=0.99":
+        (COMPOSE, "up to 30 epochs of GPT-2 124M; tests/test_classifier_report.py trains with a threshold"),
     CLASSIFY: (RUN, "on the trial's checkpoint"),
     "python -m gptft.classify ckpt=.../best.ckpt file=messages.txt": (RUN, "on the trial's checkpoint"),
     'python -m gptft.generate ckpt=outputs/instruct/<run>/checkpoints/best.ckpt prompt="Name three primary colors."':
@@ -226,7 +228,7 @@ def test_trial_run(trial):
     run_dir, out = trial
     assert (run_dir / "checkpoints" / "best.ckpt").is_file() and (run_dir / "metrics.json").is_file()
     # the summary the README describes
-    assert re.search(r"^  split  \s+acc\s+f1\s+loss$", out.stdout, re.M), out.stdout
+    assert re.search(r"^  split  \s+acc\s+f1\s+loss\s+auroc\s+pr_auc\s+ece$", out.stdout, re.M), out.stdout
     assert f"run folder:  {run_dir.resolve()}" in out.stdout or f"run folder:  {run_dir}" in out.stdout
     assert re.search(r"disk: +[\d.]+ MiB written to the run folder \([\d.]+ MiB checkpoints\)", out.stdout)
     # the progress lines the README shows, in the same format

@@ -9,13 +9,15 @@ class TaskData:
     """label_names / positive_index: a classifier's classes and the one binary F1 is reported for.
     pad_width: the fixed width training padded to (None: per batch); classify must pad the same.
     prompt_style: an instruction task's prompt format. sample_prompts: (text, token ids) of a few
-    validation prompts answered at every validation (never stored in a checkpoint)."""
+    validation prompts answered at every validation (never stored in a checkpoint). class_weights: a classifier's
+    training-loss weight per class (data.balance=weighted; None: unweighted; training only, never stored)."""
 
     label_names: tuple[str, ...] | None = None
     positive_index: int | None = None
     pad_width: int | None = None
     prompt_style: str | None = None
     sample_prompts: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    class_weights: tuple[float, ...] | None = None
 
     STORED = ("label_names", "positive_index", "pad_width", "prompt_style")
 

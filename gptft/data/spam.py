@@ -14,6 +14,7 @@ from gptft.data.handoff import TaskData
 from gptft.data.tables import MAX_CLASSES, read_rows, resolve_labels
 
 log = logging.getLogger(__name__)
+BALANCES = ("undersample", "none", "weighted")
 
 
 class SpamDataModule(TextDataModule):
@@ -26,8 +27,13 @@ class SpamDataModule(TextDataModule):
     header: False for a table without a header row; text_column / label_column are then 0-based positions
       (default: label 0, text 1).
     encoding: the file's text encoding; "auto" reads UTF-8, else cp1252, else Latin-1 (with a warning).
-    balance: "undersample" (every class down to the smallest) or "none".
+    balance: "undersample" (every class down to the smallest), "none" (every row) or "weighted" (every row; the
+      classifier's training loss weighs each class by n / (classes * n_class), see `class_weights`).
+    stratify: split each class in the split's proportions ("auto": yes, except the SMS Spam Collection under
+      balance=undersample, which keeps the plain shuffled split its published results were measured on).
     split: train/val/test fractions; train = int(n*f0), val = int(n*f1), test = the rest.
+    train_rows: None, or train on this many rows of the train split only (a stratified, seeded subset; val and
+      test stay as they are): learning curves on one fixed test set.
     max_length: truncate longer texts (the model's context; None = no limit).
     pad_to: None (pad each batch to its longest), "longest_train" (the book) or an int.
     max_classes: refuse more distinct labels than this (a label column of free text, not classes).
@@ -44,8 +50,10 @@ class SpamDataModule(TextDataModule):
         num_workers: int = 0,
         seed: int = 123,
         balance: str = "undersample",
+        stratify: bool | str = "auto",
         dedup: bool = False,
         split: Sequence[float] = (0.7, 0.1, 0.2),
+        train_rows: int | None = None,
         text_column: str | None = None,
         label_column: str | None = None,
         label_names: Sequence[str] | None = None,
@@ -58,8 +66,10 @@ class SpamDataModule(TextDataModule):
         encoding: str = "auto",
         header: bool = True,
     ):
-        if balance not in ("undersample", "none"):
-            raise DataError(f"data.balance must be 'undersample' or 'none', got {balance!r}")
+        if balance not in BALANCES:
+            raise DataError(f"data.balance must be one of {', '.join(BALANCES)}, got {balance!r}")
+        if stratify not in (True, False, "auto"):
+            raise DataError(f"data.stratify must be auto, true or false, got {stratify!r}")
         if pad_to is not None and pad_to != "longest_train" and not (isinstance(pad_to, int) and pad_to > 0):
             raise DataError(f"data.pad_to must be null, 'longest_train' or a positive int, got {pad_to!r}")
         if not isinstance(header, bool):
@@ -70,8 +80,13 @@ class SpamDataModule(TextDataModule):
         if isinstance(pad_to, int) and max_length is not None and pad_to > max_length:
             raise DataError(f"data.pad_to={pad_to} exceeds max_length={max_length} (the model's context)")
         self.balance = balance
+        self.stratify = stratify
         self.dedup = dedup
         self.split = _check_split(split)
+        if train_rows is not None and (isinstance(train_rows, bool) or not isinstance(train_rows, int)
+                                       or train_rows < 1):
+            raise DataError(f"data.train_rows must be null or a positive integer, got {train_rows!r}")
+        self.train_rows = train_rows
         self.text_column = text_column
         self.label_column = label_column
         self.given_label_names = None if label_names is None else [str(x) for x in label_names]
@@ -98,7 +113,15 @@ class SpamDataModule(TextDataModule):
         """What the classifier head needs (sample prompts are an instruction task's)."""
         self.setup()
         return TaskData(label_names=tuple(self.label_names), positive_index=self.positive_index,
-                        pad_width=self.pad_width)
+                        pad_width=self.pad_width, class_weights=self.class_weights())
+
+    def class_weights(self) -> tuple[float, ...] | None:
+        """balance=weighted: n / (classes * n_c) over the train split (sklearn's "balanced"), so every class
+        adds the same total weight to the loss; else None (an unweighted loss)."""
+        if self.balance != "weighted":
+            return None
+        counts = np.bincount([ex["label"] for ex in self.train_set], minlength=self.num_classes)
+        return tuple(float(len(self.train_set) / (self.num_classes * max(int(c), 1))) for c in counts)
 
     def _load(self) -> None:
         """read -> balance -> split -> tokenize -> pad width, collate and report."""
@@ -113,7 +136,12 @@ class SpamDataModule(TextDataModule):
 
         keep = self._balance(labels)
         n_train, n_val, _ = self._split_sizes(len(rows), len(keep))
-        ids = {"train": keep[:n_train], "val": keep[n_train : n_train + n_val], "test": keep[n_train + n_val :]}
+        rng = np.random.default_rng(self.seed)
+        order = stratified_order(labels[keep], rng) if self._stratified() else np.arange(len(keep))
+        ids = {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
+        ids = {name: keep[rng.permutation(idx) if self._stratified() else idx] for name, idx in ids.items()}
+        if self.train_rows is not None:
+            ids["train"] = self._fewer_train_rows(ids["train"], labels, rng)
 
         token_ids = self._tokenize(keep)
         sets = {
@@ -144,12 +172,23 @@ class SpamDataModule(TextDataModule):
             keep = np.concatenate([rng.choice(idx, size=smallest, replace=False) for idx in per_class])
         return keep[rng.permutation(len(keep))]
 
+    def _fewer_train_rows(self, train: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if self.train_rows > len(train):
+            raise DataError(f"data.train_rows={self.train_rows} exceeds the {len(train)} rows of the train split of "
+                            f"{self.file}; give at most {len(train)} (or null for all)")
+        return train[np.sort(stratified_order(labels[train], rng)[: self.train_rows])]
+
+    def _stratified(self) -> bool:
+        if self.stratify == "auto":
+            return not (self.path is None and self.balance == "undersample")
+        return self.stratify
+
     def _split_sizes(self, n_rows: int, n: int) -> tuple[int, int, int]:
         sizes = split_sizes(n, self.split)
         if min(sizes) < 1:
             need = next(m for m in range(3, 10**7) if min(split_sizes(m, self.split)) >= 1)
             kept = (f"; balance=undersample keeps {n} ({n // self.num_classes} per class, "
-                    f"data.balance=none keeps all)" if self.balance == "undersample" else "")
+                    f"data.balance=none or weighted keeps all)" if self.balance == "undersample" else "")
             raise DataError(
                 f"{self.file} has {n_rows} rows{kept}: too few for the split {list(self.split)}, which needs "
                 f"at least {need} so that train, val and test each get one example"
@@ -206,6 +245,17 @@ class SpamDataModule(TextDataModule):
             *(len(ids[name]) for name in ("train", "val", "test")),
             self.report["val_in_train"], self.report["test_in_train"],
         )
+
+
+def stratified_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A permutation of range(len(labels)) whose every prefix holds each class in proportion (within one
+    example): each class is shuffled and its j-th of n_c members placed at (j + u) / n_c (u: a random offset
+    per class), then all are sorted by place. Cut at the split sizes, it gives stratified train/val/test."""
+    place = np.empty(len(labels))
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        place[rng.permutation(members)] = (np.arange(len(members)) + rng.random()) / len(members)
+    return np.argsort(place, kind="stable")
 
 
 def split_sizes(n: int, fractions: Sequence[float]) -> tuple[int, int, int]:

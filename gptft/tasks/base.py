@@ -160,6 +160,10 @@ class FinetuneTask(L.LightningModule):
     def on_test_epoch_start(self) -> None:
         self.final = {}
 
+    def after_test(self, run_dir, scored_ckpt: str | None) -> dict:
+        """Called once the splits are scored after training: extra files and metrics.json entries (none here)."""
+        return {}
+
     def text_to_tensorboard(self, tag: str, text: str) -> None:
         exp = getattr(self.logger, "experiment", None)
         if exp is not None and hasattr(exp, "add_text"):
