@@ -162,6 +162,10 @@ class ClassifierTask(FinetuneTask):
 
     def _outputs(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         rows = self.outputs[split + "_"].compute().reshape(-1, len(self.label_names) + 1).cpu()
+        # one canonical order (by each logit, then the label), so the float sums below do not depend on how the ranks
+        # gathered the rows
+        for col in range(rows.shape[1] - 1, -1, -1):
+            rows = rows[rows[:, col].argsort(stable=True)]
         return rows[:, :-1], rows[:, -1].long()
 
     def calibrate(self) -> None:
