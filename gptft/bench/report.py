@@ -129,9 +129,10 @@ def tabulate(res: dict, plan: dict) -> tuple[list[dict], list[str]]:
         "(spam) or test (instruct); decode rows: the decoding alone. train s: the training steps alone; "
         "examples/s and tokens/s (real tokens, without padding) divide by it. val s: validation during "
         "training (sanity check included). eval s: the final evaluation (of the checkpoint the recipe scores: "
-        "best, or last for book-ch06). ckpt s: writing checkpoints (best.ckpt on each improvement, "
-        "last.ckpt after every validation; small by default: trained tensors, optimizer state in last.ckpt, and a "
-        "reference to the frozen body), part of wall s.",
+        "best, or last for book-ch06). ckpt s: the time training waited for checkpoint writes (best.ckpt on each "
+        "improvement, last.ckpt after every validation; small by default: trained tensors, optimizer state in "
+        "last.ckpt, and a reference to the frozen body; written in a background thread, so this is copying each "
+        "checkpoint plus the wait for the last write), part of wall s.",
         "- All rows use random weights (model.pretrained=false): timings only, accuracies are not meaningful. "
         "Each row runs in its own process; peak RSS is that process's.",
         "- instruct-book is the book's ch07 recipe (every layer trains) on the benchmark's model, as "
