@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, read_write
 
 from .atomic import write_text
 from .compose import compose_train
@@ -39,11 +39,10 @@ class Run:
 def _job_config(cfg: DictConfig, folder: Path) -> tuple[DictConfig, DictConfig]:
     """(`cfg` without its hydra node, as .hydra/config.yaml keeps it; the same with run_dir resolved, as the
     command resolves it through Hydra's runtime) for a run in `folder`."""
-    with read_write(cfg.hydra.runtime), open_dict(cfg.hydra.runtime):
+    with read_write(cfg.hydra.runtime):  # a declared key of Hydra's own schema
         cfg.hydra.runtime.output_dir = str(folder)
-    job = copy.deepcopy(cfg)
-    with read_write(job), open_dict(job):
-        del job["hydra"]
+    # a copy of every node but hydra (interpolations unresolved), still in struct mode
+    job = OmegaConf.create(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), flags={"struct": True})
     before = HydraConfig.instance().cfg
     HydraConfig.instance().set_config(cfg)
     try:

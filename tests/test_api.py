@@ -63,7 +63,7 @@ def test_finetune_equals_the_train_command(spam):
     # the same summary and log lines (those of the folder apart)
     shown = lambda text: [line.replace(str(root / "cli"), str(root / "api")) for line in text.splitlines()  # noqa: E731
                           if line.startswith(("  ", "gptft ")) and "done in" not in line and "disk:" not in line]
-    assert len(shown(printed)) == 11 and shown(printed) == shown(spam[3])
+    assert len(shown(printed)) == 12 and shown(printed) == shown(spam[3])
 
 
 def test_load_classify_equals_the_classify_command(spam, tmp_path, capsys):

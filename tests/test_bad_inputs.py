@@ -123,7 +123,7 @@ CASES = [
     (T, ["ckpt_path={foreign_ckpt}"], "not a gptft training checkpoint", SUB),
     (T, ["ckpt_path={best}"], "resume from the last.ckpt beside it", SUB),
     (T, ["checkpoint.full=maybe"], "checkpoint.full=maybe must be true or false", IN),
-    (T, ["threshold.precision=1.5"], "threshold.precision=1.5", IN),
+    (T, ["threshold.precision=1.5"], "threshold.precision=1.5", SUB),
     (T, ["data.stratify=maybe"], "data.stratify=maybe must be auto, true or false", IN),
     (T, ["data.train_rows=0"], "data.train_rows=0", IN),
     (T, ["model=gpt2", "model.checkpoint={missing}"], "model.checkpoint=", IN),

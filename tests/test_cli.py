@@ -154,6 +154,7 @@ class StandInTask:
     """What classify() uses of a ClassifierTask; records the width of each batch it sees."""
 
     label_names = ["ham", "spam"]
+    calibration, positive_index = None, 1  # no calibration stored: raw probabilities, argmax labels
 
     def __init__(self, context: int, pad_width: int | None):
         self.backbone = SimpleNamespace(context_length=context)
