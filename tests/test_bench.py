@@ -130,6 +130,8 @@ def test_table_uses_each_rows_own_peak_and_names_what_is_missing():
         "decode-nocache": {**_decode(100.0, 2.56, 900.0), "ids": [1, 2, 3]},
         "decode-cache": {**_decode(10.0, 25.6, 900.0), "ids": [1, 2, 4]},
         "instruct-fast": {"error": "exit 1; see log", "process_s": 3.0},
+        "spam-ddp": {**_train(10.0, 6.0, 1.0, 1.0, None, 12.0, 360.0, 0.5, 1400.0, 80.0, "acc"), "dtype": "bf16",
+                     "processes": 2, "recipe": "r"},
     }
     rows, notes = report.tabulate(res, {"model": "gpt2", "quick": None, "epochs": None, "peak_size": 2048})
     by = {r["row"]: r for r in rows}
@@ -142,19 +144,25 @@ def test_table_uses_each_rows_own_peak_and_names_what_is_missing():
     assert "the book's ch07 recipe: not measured" in text
     assert "agree on the first 2 of 3 tokens" in text and "same recipe: r" in text
     assert "pads every message to 132 tokens" in text
+    assert by["spam-ddp"]["speedup"] == "0.75x examples/s vs spam-fast"
+    assert "DDP (2 processes on this machine's cores) vs one process: 0.75x examples/s, 0.80x wall" in text
     md = report.markdown(rows, ["# t"], notes)
     assert "| error |" in md.splitlines()[2] and "exit 1; see log" in md
 
 
-def test_quick_tiny_spam_pair(tmp_path, shared_data, tokenizer):
+def test_quick_tiny_spam_rows(tmp_path, shared_data, tokenizer):
     out = tmp_path / "bench"
     # a small matmul peak: at 2048 a CPU without native bf16 takes minutes per measurement
     rc = orchestrate.main(["--quick", "--model", "gpt2-tiny", "--peak-size", "128", "--out", str(out),
-                           "--rows", "spam-book,spam-fast"])
+                           "--rows", "spam-book,spam-fast,spam-ddp"])
     assert rc == 0, (out / "logs" / "spam-book.log").read_text()[-2000:]
     with open(out / "bench.csv") as f:
         rows = {r["row"]: r for r in csv.DictReader(f)}
-    assert set(rows) == {"spam-book", "spam-fast"}
+    assert set(rows) == {"spam-book", "spam-fast", "spam-ddp"}
+    # the DDP row: Lightning re-ran the bench child as rank 1, rank 0 alone reported, counting both ranks' examples
+    assert rows["spam-ddp"]["speedup"].endswith("examples/s vs spam-fast") and not rows["spam-ddp"]["error"]
+    ddp = (out / "rows" / "spam-ddp.json").read_text()
+    assert '"processes": 2' in ddp and '"examples": 112' in ddp  # 112 training messages, 56 per rank
     assert float(rows["spam-book"]["wall_s"]) > 0 and rows["spam-fast"]["speedup"].endswith("examples/s)")
     md = (out / "bench.md").read_text()
     assert "peak RSS of the default spam run (model gpt2-tiny): " in md and "not measured" in md  # no decode rows

@@ -47,6 +47,12 @@ class Meter(L.Callback):
     def on_validation_end(self, trainer, task):
         self.val_s += time.perf_counter() - self._v0
 
+    def on_train_end(self, trainer, task):
+        if trainer.world_size > 1:  # the work of every process; the times stay rank 0's
+            done = torch.tensor([self.examples, self.tokens, self.padded, self.flops], dtype=torch.float64)
+            *counts, self.flops = trainer.strategy.reduce(done, reduce_op="sum").tolist()
+            self.examples, self.tokens, self.padded = (int(c) for c in counts)
+
     def on_train_batch_start(self, trainer, task, batch, batch_idx):
         if self.counter is None:
             self.counter = StepFlops(task.backbone, task.boundary)
@@ -85,6 +91,8 @@ def run_train_row(name: str, overrides: list[str], out: Path, peak_size: int) ->
     dtype = "bf16" if "bf16" in resolve_precision(str(cfg.trainer.precision), str(cfg.trainer.accelerator)) else "fp32"
     peak = matmul_peak(dtype, peak_size)
     m = fit_and_test(cfg, run_dir, callbacks=(meter,))
+    if "splits" not in m:  # another rank of a multi-process row: rank 0 reports
+        return None
     peak = max(peak, matmul_peak(dtype, peak_size))
     marks = meter.marks
     test = m["splits"].get("test", {})
@@ -97,6 +105,7 @@ def run_train_row(name: str, overrides: list[str], out: Path, peak_size: int) ->
         "ckpt_s": m["checkpoint_write_s"],
         "steps": meter.steps,
         "epochs": int(cfg.trainer.max_epochs),
+        "processes": m.get("processes", 1),
         "examples": meter.examples,
         "tokens": meter.tokens,
         "padded_tokens": meter.padded,
@@ -115,7 +124,7 @@ def run_train_row(name: str, overrides: list[str], out: Path, peak_size: int) ->
         "recipe": f"{cfg.trainer.max_epochs} epoch(s), batch {cfg.data.batch_size}, AdamW lr {cfg.optimizer.lr} "
                   f"wd {cfg.optimizer.weight_decay}, {cfg.finetune.mode} ({cfg.finetune.trainable_blocks} block), "
                   f"data {cfg.data.path or 'default'}",
-        "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_mib": max(peak_rss_mib(), m["peak_rss_mib"]),  # with DDP: the largest process's
     }
 
 
@@ -148,4 +157,6 @@ def child(name: str, out: Path) -> None:
         result = run_decode_row(name == "decode-cache", plan["model_overrides"], out)
     else:
         result = run_train_row(name, plan["overrides"][name], out, plan["peak_size"])
+    if result is None:
+        return
     write_json(out / "rows" / f"{name}.json", result)

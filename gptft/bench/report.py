@@ -49,6 +49,9 @@ def figures(res: dict) -> dict:
         "decode_tokens_agree": agree,
         "decode_tokens": len(a) if a else None,
         "spam_fast_peak_rss_gib": rss / 1024 if rss is not None else None,
+        "ddp_examples_ratio": _ratio(get("spam-ddp", "examples_per_s"), get("spam-fast", "examples_per_s")),
+        "ddp_wall_ratio": _ratio(wall("spam-fast"), wall("spam-ddp")),
+        "ddp_processes": get("spam-ddp", "processes"),
     }
 
 
@@ -99,6 +102,10 @@ def figure_notes(f: dict, model: str) -> list[str]:
         f"- decoding tokens/s, KV cache vs none at {DECODE_TOKENS} new tokens: {_x(f['decode_tokens_speedup'])}",
         f"- peak RSS of the default spam run (model {model}): {rss}",
     ]
+    if f["ddp_examples_ratio"] is not None:
+        lines.append(f"- spam under DDP ({f['ddp_processes']} processes on this machine's cores) vs one process: "
+                     f"{f['ddp_examples_ratio']:.2f}x examples/s, {f['ddp_wall_ratio']:.2f}x wall (information only: the "
+                     "processes share the cores one process would use, so this measures DDP's overhead, not a speed-up)")
     if f["decode_tokens_agree"] is not None:
         lines.append(f"- decoding with and without the cache agree on the first {f['decode_tokens_agree']} "
                      f"of {f['decode_tokens']} tokens")
@@ -115,11 +122,13 @@ def tabulate(res: dict, plan: dict) -> tuple[list[dict], list[str]]:
     inst = [(f["instruct_tokens_speedup"], "book"), (f["instruct_tokens_speedup_same"], "same")]
     if any(r for r, _ in inst):
         by["instruct-fast"]["speedup"] = " ".join(f"{r:.1f}x tokens/s vs {name}" for r, name in inst if r)
+    if f["ddp_examples_ratio"]:
+        by["spam-ddp"]["speedup"] = f"{f['ddp_examples_ratio']:.2f}x examples/s vs spam-fast"
     if f["decode_tokens_speedup"]:
         by["decode-cache"]["speedup"] = f"{f['decode_tokens_speedup']:.1f}x tokens/s"
 
     notes = figure_notes(f, plan["model"])
-    for book, fast in (("spam-book", "spam-fast"), ("instruct-same", "instruct-fast")):
+    for book, fast in (("spam-book", "spam-fast"), ("instruct-same", "instruct-fast"), ("spam-fast", "spam-ddp")):
         ra, rb = res.get(book, {}).get("recipe"), res.get(fast, {}).get("recipe")
         if ra and rb:
             notes.append(f"- {book} / {fast}: " + (f"same recipe: {ra}" if ra == rb else f"RECIPES DIFFER: {ra} vs {rb}"))
@@ -134,7 +143,7 @@ def tabulate(res: dict, plan: dict) -> tuple[list[dict], list[str]]:
         "last.ckpt, and a reference to the frozen body; written in a background thread, so this is copying each "
         "checkpoint plus the wait for the last write), part of wall s.",
         "- All rows use random weights (model.pretrained=false): timings only, accuracies are not meaningful. "
-        "Each row runs in its own process; peak RSS is that process's.",
+        "Each row runs in its own process; peak RSS is that process's (spam-ddp: its largest process's).",
         "- instruct-book is the book's ch07 recipe (every layer trains) on the benchmark's model, as "
         "experiment=book-ch07 runs it; the default trains the last block, final norm and head instead, so "
         "this pair compares the two recipes. instruct-same keeps the default's trainable set in the book's "

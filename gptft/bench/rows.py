@@ -28,6 +28,10 @@ ROWS = {  # name: (kind, what it is, overrides beyond the model and QUIET)
                       ["task=instruct", "precision=32", "finetune.cache_prefix=false", "task.targets_only=false"]),
     "instruct-fast": ("train", "instruct, default: bf16 autocast, frozen-prefix cache, LM head on "
                       "target positions only", ["task=instruct"]),
+    "spam-ddp": ("train", "spam, the default recipe under DDP on this CPU (device=cpu-ddp: 2 processes over gloo, "
+                 "Lightning gives each cores/2 threads): information only, the processes share the cores, and "
+                 "each step's batch is per process, so 2 processes take half the optimizer steps",
+                 ["task=spam", "device=cpu-ddp"]),
     "decode-nocache": ("decode", f"greedy decoding of {DECODE_TOKENS} tokens, fp32, no KV cache (the book)", []),
     "decode-cache": ("decode", f"greedy decoding of {DECODE_TOKENS} tokens, fp32, KV cache", []),
 }
