@@ -7,6 +7,12 @@ from pathlib import Path
 
 import pytest
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # set before torch is imported: it reads this once
+    # the test processes share the cores: each takes its share of threads, and its subprocesses inherit it,
+    # so that two workers on two cores do not run four busy threads
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+
 SHARED = Path(os.environ.get("GPTFT_SHARED_DIR") or Path(__file__).resolve().parents[2] / "shared")
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
