@@ -51,6 +51,10 @@ RULES = {
     "python -m gptft.train task=spam model=gpt2-xl finetune.mode=full device=gpu-fsdp": (COMPOSE, "needs GPUs"),
     "torchrun --nproc_per_node=4 -m gptft.train task=spam device=gpu-ddp trainer.devices=4":
         (SKIP, "needs 4 GPUs; tests/test_ddp.py starts a 2-process CPU run with torchrun (python -m torch.distributed.run)"),
+    "jupyter execute --inplace notebooks/01_spam_classifier.ipynb":
+        (SKIP, "minutes on SmolLM2; the committed notebooks were run so, and tests/test_notebooks.py checks them"),
+    "GPTFT_NB_MODEL=model=gpt2-tiny GPTFT_NB_EPOCHS=1 GPTFT_NB_ROWS=40 jupyter execute notebooks/01_spam_classifier.ipynb":
+        (SKIP, "tests/test_notebooks.py runs every notebook with these parameters (and GPTFT_NB_OUT in a temporary folder)"),
     "python -m gptft.train -m launcher=joblib task=spam seed=1,2":
         (COMPOSE, "GPT-2 124M for minutes; tests/test_sweeps.py runs a joblib sweep on gpt2-tiny"),
     "python -m gptft.train -m launcher=submitit_local task=spam seed=1,2,3": (COMPOSE, "three GPT-2 124M trainings"),
