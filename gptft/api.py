@@ -77,7 +77,7 @@ def _job_log(folder: Path):
 def finetune(*overrides: str, callbacks: tuple = ()) -> Run:
     from .checks import validate
     from .run_dir import claim, release
-    from .train import run
+    from .fit import run
 
     quiet()
     cfg = compose_train([*overrides, "hydra.mode=RUN"], hydra_node=True)  # the mode Hydra's command line adds
@@ -198,7 +198,7 @@ class Model:
     def _base_task(self, prompt_style: str | None):
         """The untouched backbone as the task it would be fine-tuned into, with that task's data module."""
         from .tasks.factory import make_task
-        from .train import build_datamodule
+        from .fit import build_datamodule
 
         cfg = copy.deepcopy(self.cfg)
         cfg.finetune.cache_prefix = False  # nothing trains: no frozen-prefix cache to fill

@@ -138,8 +138,6 @@ def _shown(v) -> str:
 
 def validate(cfg: DictConfig) -> None:
     """Raise a ConfigError (or CheckpointError) for the first setting that cannot work."""
-    from .runtime import check_accelerator, resolve_precision
-
     for key, rule in RULES.items():
         value = OmegaConf.select(cfg, key, default=ABSENT)
         if value is ABSENT:
@@ -147,6 +145,8 @@ def validate(cfg: DictConfig) -> None:
         problem = rule(value, cfg)
         if problem:
             raise ConfigError(f"{key}={_shown(value)} {problem}")
+    from .runtime import check_accelerator, resolve_precision  # imports torch: after the checks that need none
+
     accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="auto"))
     check_accelerator(accelerator)
     precision = OmegaConf.select(cfg, "trainer.precision", default=None)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 from datetime import datetime, timedelta
 
-import torch
 from omegaconf import OmegaConf
 
 STAMP_ENV = "GPTFT_RUN_STAMP"
@@ -45,6 +44,8 @@ def started_by_torchrun() -> bool:
 
 def _torchrun_agreed(stamp: str) -> str:
     """Rank 0's stamp, through the store torchrun's agent keeps for its workers (MASTER_ADDR:MASTER_PORT)."""
+    import torch.distributed  # here, not at the top: every command imports this module, most never need torch
+
     store = torch.distributed.TCPStore(os.environ["MASTER_ADDR"], _env_int("MASTER_PORT"), is_master=False,
                                        timeout=timedelta(minutes=10))
     key = f"gptft/run_stamp/{os.environ.get('TORCHELASTIC_RUN_ID', '')}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
@@ -73,6 +74,8 @@ def gathered(trainer, values: list[float]) -> list[list[float]]:
     """`values` from every rank, in rank order (one row when there is one process)."""
     if trainer.world_size == 1:
         return [list(values)]
+    import torch.distributed
+
     rows: list = [None] * trainer.world_size
     torch.distributed.all_gather_object(rows, list(values))
     return rows

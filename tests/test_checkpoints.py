@@ -2,7 +2,7 @@
 import lightning as L
 import torch
 
-from gptft.train import fit_and_test
+from gptft.fit import fit_and_test
 from helpers import compose_cfg
 
 QUICK = ["task=spam", "model=gpt2-tiny", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]

@@ -109,7 +109,7 @@ def _combinations():
 
 
 def test_every_recipe_composes_and_instantiates(tmp_path):
-    from gptft.train import instantiate_all
+    from gptft.fit import instantiate_all
 
     combos = list(_combinations())
     seen = {g: set() for g in ("device", "logger")}
@@ -144,7 +144,7 @@ def test_every_recipe_composes_and_instantiates(tmp_path):
 def test_task_module_builds_on_a_tiny_backbone(task, tmp_path, shared_data, tokenizer):
     from gptft.models.build import build_backbone
     from gptft.tasks.factory import make_task
-    from gptft.train import build_datamodule
+    from gptft.fit import build_datamodule
 
     cfg = _compose(f"task={task}", "model=gpt2-tiny", "task.sample_prompts=1")
     backbone, tok = build_backbone(cfg.model)
@@ -186,7 +186,7 @@ def test_code_never_lifts_struct_mode():
 
 def test_a_logger_that_cannot_be_imported_is_one_config_error(tmp_path):
     from gptft.errors import ConfigError
-    from gptft.train import instantiate_all
+    from gptft.fit import instantiate_all
 
     cfg = _compose("+logger.mine._target_=no_such_package.Logger")
     with pytest.raises(ConfigError, match=r"logger.mine: cannot import no_such_package.Logger .*install what it needs") as err:

@@ -15,7 +15,7 @@ from gptft.models.llama import Llama, llama_config
 from gptft.models.lora import has_adapters, merge_lora
 from gptft.tasks.factory import datamodule_from_meta, load_checkpoint
 from gptft.tasks.finetune import configure_trainable, replace_head
-from gptft.train import fit_and_test
+from gptft.fit import fit_and_test
 from helpers import LossRecorder, compose_cfg
 
 LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "targets": ["attention", "mlp"], "blocks": "all", "train_head": True}

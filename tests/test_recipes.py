@@ -12,7 +12,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from gptft.train import fit_and_test
+from gptft.fit import fit_and_test
 from helpers import CONF, compose_cfg
 
 QUICK = ["task=spam", "model=gpt2-tiny", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",

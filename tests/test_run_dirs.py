@@ -66,7 +66,7 @@ def test_a_claim_is_reentrant_and_dies_with_its_process(tmp_path):
 
 def test_the_disk_line_counts_only_this_runs_files(tmp_path):
     """A reused folder (a fixed hydra.run.dir) keeps an earlier run's files: they are not this run's writes."""
-    from gptft.train import written_mib
+    from gptft.fit import written_mib
 
     old = tmp_path / "earlier" / "checkpoints" / "best.ckpt"
     old.parent.mkdir(parents=True)

@@ -18,7 +18,7 @@ from gptft.errors import CheckpointError
 from gptft.models import reference
 from gptft.models.build import build_backbone
 from gptft.tasks.factory import load_checkpoint
-from gptft.train import fit_and_test
+from gptft.fit import fit_and_test
 from helpers import compose_cfg
 
 transformers = pytest.importorskip("transformers")

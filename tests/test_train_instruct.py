@@ -12,7 +12,8 @@ from gptft.models.generation import generate
 from gptft.models.gpt2 import GPT, gpt2_config
 from gptft.data.handoff import TaskData
 from gptft.tasks.instruct import InstructTask, target_loss
-from gptft.train import fit_and_test, train
+from gptft.fit import fit_and_test
+from gptft.train import train
 from helpers import LossRecorder, compose_cfg
 
 QUICK = ["task=instruct", "model=gpt2-tiny", "trainer.max_epochs=1", "trainer.limit_train_batches=6",

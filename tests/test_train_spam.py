@@ -8,7 +8,8 @@ import torch
 
 from gptft.classify import classify, main as classify_main
 from gptft.tasks.factory import load_checkpoint
-from gptft.train import fit_and_test, train
+from gptft.fit import fit_and_test
+from gptft.train import train
 from helpers import LossRecorder, compose_cfg
 
 QUICK = ["model=gpt2-tiny", "trainer.max_epochs=1", "trainer.limit_train_batches=20", "trainer.enable_progress_bar=false",

@@ -19,7 +19,7 @@ from ..memory import peak_rss_mib, reset_peak_rss
 from ..models.build import build_backbone
 from ..models.generation import generate
 from ..runtime import resolve_precision
-from ..train import fit_and_test
+from ..fit import fit_and_test
 from .flops import StepFlops, matmul_peak
 from .rows import DECODE_ENTRY, DECODE_TOKENS, ROWS, compose
 

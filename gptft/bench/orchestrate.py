@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from ..atomic import write_json, write_text
+from ..errors import friendly_errors
 from .report import COLUMNS, csv_text, header, machine, markdown, tabulate
 from .rows import QUICK_INSTRUCT_ENTRIES, QUICK_SPAM_PER_CLASS, QUIET, ROWS, compose
 
@@ -115,6 +116,7 @@ def parent(args) -> int:
     return 1 if any("error" in r for r in res.values()) else 0
 
 
+@friendly_errors
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m gptft.bench",
