@@ -13,6 +13,17 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # set before torch is imported: it re
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
 
+# the longest files first: the two test processes (xdist, --dist loadfile) take whole files in collection order,
+# so the last files to start are short ones and neither process is left alone with a long file at the end
+LONGEST_FIRST = ("test_train_spam.py", "test_export.py", "test_reliability.py", "test_serve.py", "test_bad_inputs.py",
+                 "test_train_instruct.py", "test_checkpoints.py", "test_run_dirs.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 SHARED = Path(os.environ.get("GPTFT_SHARED_DIR") or Path(__file__).resolve().parents[2] / "shared")
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
