@@ -1,6 +1,7 @@
 """The benchmark command: its FLOP estimate, its table and figures, the speed targets checked on the
 recorded run of the README, and a tiny end-to-end run (a spam pair on gpt2-tiny, 1 epoch on a subset)."""
 import csv
+import json
 import operator
 
 import pytest
@@ -167,3 +168,23 @@ def test_quick_tiny_spam_rows(tmp_path, shared_data, tokenizer):
     md = (out / "bench.md").read_text()
     assert "peak RSS of the default spam run (model gpt2-tiny): " in md and "not measured" in md  # no decode rows
     assert (out / "runs" / "spam-fast" / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_profile_of_a_tiny_spam_row(tmp_path, shared_data, tokenizer, capsys):
+    out = tmp_path / "bench"
+    rc = orchestrate.main(["--quick", "--model", "gpt2-tiny", "--epochs", "2", "--out", str(out),
+                           "--profile", "spam-fast"])
+    assert rc == 0
+    prof = json.loads((out / "profile" / "profile.json").read_text())
+    assert list(prof["phases"]) == ["train-epoch-1", "train-epoch-2", "scoring"]
+    for phase in ("train-epoch-1", "train-epoch-2"):  # every step split into its parts, validation apart
+        parts = prof["phases"][phase]["parts_s"]
+        assert set(parts) == {"gptft: forward", "gptft: backward", "gptft: optimizer step and hooks",
+                              "gptft: validation"} and all(v > 0 for v in parts.values())
+        table = (out / "profile" / f"{phase}.txt").read_text()
+        assert table.startswith(f"phase {phase}: ") and "aten::mm" in table
+    assert prof["phases"]["scoring"]["parts_s"] == {}  # no training steps while scoring
+    trace = json.loads((out / "profile" / "scoring.trace.json").read_text())
+    assert any(e.get("name", "").startswith("aten::") for e in trace["traceEvents"])
+    printed = capsys.readouterr().out
+    assert "profile of spam-fast" in printed and str(out / "profile" / "train-epoch-2.trace.json") in printed

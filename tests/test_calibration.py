@@ -9,7 +9,7 @@ import torch
 
 from gptft.data.spam import SpamDataModule
 from gptft.errors import GptftError
-from gptft.tasks.calibration import choose_threshold, fit_temperature
+from gptft.tasks.calibration import choose_threshold, fit_temperature, separates
 from gptft.tasks.class_metrics import split_scores
 
 NAMES = ["ham", "spam"]
@@ -69,6 +69,18 @@ def test_temperature_recovers_a_known_scale(factor):
     labels = torch.multinomial(true.softmax(-1), 1, generator=g).squeeze(1)
     # logits `factor` times too sharp (or too flat): the fitted temperature undoes it
     assert fit_temperature(true * factor, labels) == pytest.approx(factor, rel=0.04)
+
+
+def test_temperature_of_a_perfectly_separated_split_stays_one():
+    # every row right: the NLL falls without end as T -> 0 (the fit would run to T ~ 0.002, probabilities of
+    # exactly 0 and 1); no temperature is fitted
+    logits = torch.tensor([[2.0, -1.0], [0.5, 3.0], [-4.0, 1.0], [1.0, 0.9]])
+    labels = torch.tensor([0, 1, 1, 0])
+    assert separates(logits, labels) and fit_temperature(logits, labels) == 1.0
+    # one row wrong (or tied): a finite optimum, fitted as before
+    assert not separates(logits, torch.tensor([0, 1, 1, 1]))
+    assert not separates(torch.tensor([[1.0, 1.0]]), torch.tensor([0]))
+    assert fit_temperature(logits, torch.tensor([0, 1, 1, 1])) != 1.0
 
 
 def test_temperature_runs_in_inference_mode():

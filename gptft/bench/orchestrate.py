@@ -87,11 +87,30 @@ def run_child(name: str, out: Path) -> dict:
     return {**json.loads(result_file.read_text()), "process_s": secs}
 
 
-def parent(args) -> int:
+def out_folder(args) -> Path:
     stamp = dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     out = Path(args.out or Path("outputs") / "bench" / stamp).resolve()
     for sub in ("rows", "logs", "runs"):
         (out / sub).mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def profile(args) -> int:
+    from .profile import profile_row
+
+    out = out_folder(args)
+    plan = make_plan(args, out)
+    result = profile_row(args.profile, plan["overrides"][args.profile], out)
+    write_json(out / "profile" / "profile.json", result)
+    print(f"profile of {args.profile} (run wall time {result['wall_time_s']} s):")
+    for phase, p in result["phases"].items():
+        parts = ", ".join(f"{k.removeprefix('gptft: ')} {v:.1f} s" for k, v in p["parts_s"].items())
+        print(f"  {phase}: {p['wall_s']:.1f} s ({parts or 'no steps'})\n    {p['table']}\n    {p['trace']}")
+    return 0
+
+
+def parent(args) -> int:
+    out = out_folder(args)
     command = "python -m gptft.bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     load_before = os.getloadavg()
     plan = make_plan(args, out)
@@ -130,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peak-size", type=int, default=2048, help="n of the n x n x n torch.mm that measures the "
                     "matmul peak (default 2048; smaller is quicker and reads lower)")
     ap.add_argument("--rows", help=f"comma-separated subset of rows to run: {','.join(ROWS)}")
+    profilable = [n for n, (kind, _, extra) in ROWS.items() if kind == "train" and "device=cpu-ddp" not in extra]
+    ap.add_argument("--profile", metavar="ROW", choices=profilable, help="instead of the table: torch.profiler over "
+                    "one training row in this process (its first two epochs and the final scoring), written under "
+                    f"<out>/profile/: {', '.join(profilable)}")
     ap.add_argument("--row", choices=list(ROWS), help=argparse.SUPPRESS)  # internal: run one row (a child)
     args = ap.parse_args(argv)
     if args.row:
@@ -137,4 +160,4 @@ def main(argv: list[str] | None = None) -> int:
 
         child(args.row, Path(args.out))
         return 0
-    return parent(args)
+    return profile(args) if args.profile else parent(args)

@@ -8,7 +8,10 @@ import torch.nn.functional as F
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 100) -> float:
     """The T > 0 minimising the NLL of softmax(logits / T) (Guo et al. 2017): one scalar, fitted with LBFGS on
     log T (so T stays positive). It rescales confidence only; argmax predictions stay the same. Runs with
-    gradients even when called from a test or validation hook (inference mode there)."""
+    gradients even when called from a test or validation hook (inference mode there). Logits that classify every
+    row correctly have no finite optimum (the NLL falls as T -> 0, to probabilities of exactly 0 and 1): 1.0."""
+    if separates(logits, labels):
+        return 1.0
     with torch.inference_mode(False), torch.enable_grad():
         logits, labels = logits.detach().double().clone(), labels.detach().long().clone()
         log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
@@ -22,6 +25,12 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
 
         opt.step(nll)
         return float(log_t.detach().exp())
+
+
+def separates(logits: torch.Tensor, labels: torch.Tensor) -> bool:
+    """Whether every row's highest logit is its label's, by a margin (ties are not separated)."""
+    top2 = logits.detach().double().topk(2, dim=-1).values
+    return bool(((logits.detach().argmax(-1) == labels) & (top2[:, 0] > top2[:, 1])).all())
 
 
 def choose_threshold(scores: torch.Tensor, positive: torch.Tensor, target: float) -> tuple[float, float, bool]:

@@ -174,6 +174,10 @@ class ClassifierTask(FinetuneTask):
         logits, labels = self._outputs("val")
         t = fit.fit_temperature(logits, labels) if self.temperature else 1.0
         self.calibration = {"temperature": t, "threshold": None, "fitted_on": "val"}
+        if self.temperature and fit.separates(logits, labels):
+            self.calibration["temperature_fitted"] = False
+            log.warning("every val message is classified correctly, so no temperature fits (the val loss falls "
+                        "without end as T -> 0); keeping T = 1: raw probabilities")
         if self.threshold_precision is not None:
             scores = (logits.float() / t).softmax(-1)[:, self.positive_index]
             threshold, precision, met = fit.choose_threshold(scores, labels == self.positive_index,
