@@ -176,7 +176,10 @@ def test_profile_of_a_tiny_spam_row(tmp_path, shared_data, tokenizer, capsys):
                            "--profile", "spam-fast"])
     assert rc == 0
     prof = json.loads((out / "profile" / "profile.json").read_text())
-    assert list(prof["phases"]) == ["train-epoch-1", "train-epoch-2", "scoring"]
+    assert list(prof["phases"]) == ["train-start", "train-epoch-1", "train-epoch-2", "scoring"]
+    # before the first epoch: the frozen-prefix pass over the train split, matrix products and no training step
+    start = (out / "profile" / "train-start.txt").read_text()
+    assert prof["phases"]["train-start"]["parts_s"] == {} and ("aten::addmm" in start or "aten::mm" in start)
     for phase in ("train-epoch-1", "train-epoch-2"):  # every step split into its parts, validation apart
         parts = prof["phases"][phase]["parts_s"]
         assert set(parts) == {"gptft: forward", "gptft: backward", "gptft: optimizer step and hooks",
