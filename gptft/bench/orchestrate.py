@@ -151,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", help=f"comma-separated subset of rows to run: {','.join(ROWS)}")
     profilable = [n for n, (kind, _, extra) in ROWS.items() if kind == "train" and "device=cpu-ddp" not in extra]
     ap.add_argument("--profile", metavar="ROW", choices=profilable, help="instead of the table: torch.profiler over "
-                    "one training row in this process (its first two epochs and the final scoring), written under "
-                    f"<out>/profile/: {', '.join(profilable)}")
+                    "one training row in this process (the frozen-prefix pass, the first two epochs, the final "
+                    f"scoring), written under <out>/profile/: {', '.join(profilable)}")
     ap.add_argument("--row", choices=list(ROWS), help=argparse.SUPPRESS)  # internal: run one row (a child)
     args = ap.parse_args(argv)
     if args.row:
