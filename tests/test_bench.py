@@ -60,6 +60,14 @@ def test_help_exits_cleanly(capsys):
     assert "--quick" in capsys.readouterr().out
 
 
+def test_profile_refuses_a_row_it_cannot_profile(capsys):
+    # spam-ddp starts a second process, decode rows train nothing: one line naming the rows it can profile
+    with pytest.raises(SystemExit) as stop:
+        orchestrate.main(["--profile", "spam-ddp"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "invalid choice: 'spam-ddp'" in err and "instruct-fast" in err
+
+
 def test_step_flops_by_hand():
     model = GPT(gpt2_config("gpt2-tiny"))  # 4 blocks, d=64, 12*d^2 weights per block
     replace_head(model, nn.Linear(64, 50257, bias=False))  # untied, as the tasks do: the embedding stays frozen
