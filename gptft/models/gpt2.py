@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .backbone import Backbone
-from .kv_cache import KVCache, causal_attention
+from .kv_cache import KVCache, attention_at, causal_attention
 from ..errors import ConfigError
 
 
@@ -46,10 +46,14 @@ class SelfAttention(nn.Module):
         self.dropout = cfg.dropout
         self.resid_drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, at: torch.Tensor | None = None) -> torch.Tensor:
         b, t, c = x.shape
-        q, k, v = self.c_attn(x).split(c, dim=2)
+        q, k, v = self.c_attn(x).split(c, dim=2)  # one fused projection: q is made everywhere, also with `at`
         q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))
+        if at is not None:
+            q = q[torch.arange(b, device=x.device), :, at].unsqueeze(2)
+            y = attention_at(q, k, v, at, self.dropout if self.training else 0.0)
+            return self.resid_drop(self.c_proj(y.transpose(1, 2).reshape(b, 1, c)))
         past = 0
         if cache is not None:
             past = cache.length
@@ -77,8 +81,10 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps, bias=cfg.bias)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), cache)
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, at: torch.Tensor | None = None) -> torch.Tensor:
+        """at: (B,) one position per row: only those rows' outputs, (B, 1, C) (keys and values still from all)."""
+        h = self.attn(self.ln_1(x), cache, at)
+        x = (x if at is None else x[torch.arange(x.shape[0], device=x.device), at].unsqueeze(1)) + h
         return x + self.mlp(self.ln_2(x))
 
 
@@ -140,10 +146,12 @@ class GPT(Backbone):
         stop: int | None = None,
         kv_caches: list[KVCache] | None = None,
         pos_offset: int = 0,  # unused: GPT-2 adds positions in `embed`
+        at: torch.Tensor | None = None,
     ) -> torch.Tensor:
         stop = len(self.blocks) if stop is None else stop
         for i in range(start, stop):
-            x = self.blocks[i](x, None if kv_caches is None else kv_caches[i])
+            x = self.call_block(self.blocks[i], x, cache=None if kv_caches is None else kv_caches[i],
+                                at=at if i == stop - 1 else None)
         return x
 
 

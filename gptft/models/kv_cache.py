@@ -35,3 +35,13 @@ def causal_attention(q, k, v, past: int, dropout_p: float = 0.0):
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
     mask = torch.ones(t, past + t, dtype=torch.bool, device=q.device).tril(diagonal=past)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+
+
+def attention_at(q, k, v, at, dropout_p: float = 0.0):
+    """Causal attention for one query per row: q (B, H, 1, D) at position at[b] sees keys 0..at[b].
+
+    k, v: (B, H, T, D)."""
+    import torch.nn.functional as F
+
+    mask = torch.arange(k.shape[-2], device=k.device) <= at[:, None]  # (B, T)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None], dropout_p=dropout_p)

@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .backbone import Backbone
-from .kv_cache import KVCache, causal_attention
+from .kv_cache import KVCache, attention_at, causal_attention
 from ..errors import ConfigError
 
 
@@ -99,12 +99,21 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
         self.dropout = cfg.dropout
 
-    def forward(self, x, cos, sin, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x, cos, sin, cache: KVCache | None = None, at: torch.Tensor | None = None) -> torch.Tensor:
         b, t, c = x.shape
-        q = self.q_proj(x).view(b, t, self.n_head, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(b, t, self.n_kv_head, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, t, self.n_kv_head, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        k = apply_rope(k, cos, sin)
+        if at is not None:  # queries only at `at`
+            rows = torch.arange(b, device=x.device)
+            q = self.q_proj(x[rows, at].unsqueeze(1)).view(b, 1, self.n_head, self.head_dim).transpose(1, 2)
+            q = apply_rope(q, cos[at][:, None, None], sin[at][:, None, None])
+            rep = self.n_head // self.n_kv_head
+            k, v = (k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)) if rep > 1 else (k, v)
+            y = attention_at(q, k, v, at, self.dropout if self.training else 0.0)
+            return self.o_proj(y.transpose(1, 2).reshape(b, 1, c))
+        q = self.q_proj(x).view(b, t, self.n_head, self.head_dim).transpose(1, 2)
+        q = apply_rope(q, cos, sin)
         past = 0
         if cache is not None:  # the cache holds the few KV heads, expanded only for SDPA
             past = cache.length
@@ -136,8 +145,10 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, cos, sin, cache: KVCache | None = None) -> torch.Tensor:
-        x = x + self.drop(self.self_attn(self.input_layernorm(x), cos, sin, cache))
+    def forward(self, x, cos, sin, cache: KVCache | None = None, at: torch.Tensor | None = None) -> torch.Tensor:
+        """at: (B,) one position per row: only those rows' outputs, (B, 1, C) (keys and values still from all)."""
+        h = self.drop(self.self_attn(self.input_layernorm(x), cos, sin, cache, at))
+        x = (x if at is None else x[torch.arange(x.shape[0], device=x.device), at].unsqueeze(1)) + h
         return x + self.drop(self.mlp(self.post_attention_layernorm(x)))
 
 
@@ -193,11 +204,13 @@ class Llama(Backbone):
         stop: int | None = None,
         kv_caches: list[KVCache] | None = None,
         pos_offset: int = 0,
+        at: torch.Tensor | None = None,
     ) -> torch.Tensor:
         stop = len(self.blocks) if stop is None else stop
         cos, sin = self.rope(pos_offset, x.shape[1], x.device)
         for i in range(start, stop):
-            x = self.blocks[i](x, cos, sin, None if kv_caches is None else kv_caches[i])
+            x = self.call_block(self.blocks[i], x, cos, sin, cache=None if kv_caches is None else kv_caches[i],
+                                at=at if i == stop - 1 else None)
         return x
 
     def num_params(self) -> int:

@@ -21,10 +21,11 @@ from ..errors import CheckpointError, ConfigError
 from ..models import reference
 from ..models.lora import merge_lora
 from ..progress import iterate
-from .finetune import PrefixCache, configure_trainable, set_train_mode
+from .finetune import PrefixCache, configure_trainable, linears_cast_once, set_train_mode
 
 log = logging.getLogger(__name__)
 
+PREFIX_BATCH_TOKENS = 4096  # padded tokens per batch of the frozen-prefix pass
 CACHE_DTYPES = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 # a resumed checkpoint must agree with the run on these, or its weights mean something else
@@ -80,6 +81,7 @@ class FinetuneTask(L.LightningModule):
         lora = ft["lora"] if ft["mode"] == "lora" else None  # older checkpoints have no lora settings
         self.boundary = configure_trainable(self.backbone, ft["mode"], int(ft["trainable_blocks"]), lora)
         set_train_mode(self.backbone, self.boundary, True)
+        self.backbone.activation_checkpointing = bool(ft.get("activation_checkpointing", False))  # older checkpoints: off
         dtype = str(ft["cache_dtype"])
         if dtype not in CACHE_DTYPES:
             raise ConfigError(f"finetune.cache_dtype={dtype!r} is not one of {', '.join(CACHE_DTYPES)}")
@@ -102,8 +104,9 @@ class FinetuneTask(L.LightningModule):
         return PrefixCache(self.boundary, self._cache_dtype, int(float(self.finetune["cache_max_gb"]) * 2**30))
 
     # -- the forward pass every task uses ---------------------------------------------------
-    def hidden_states(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """(B, T, d) after the final norm."""
+    def hidden_states(self, batch: Mapping[str, torch.Tensor], at: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, d) after the final norm; with `at` ((B,), one position per row) only those rows, (B, 1, d): the
+        top block then computes just them (unless it is frozen and cached: head_only)."""
         bb, ids = self.backbone, batch["input_ids"]
         if self._cache_wanted and self.prefix_cache is None:
             self.prefix_cache = self._new_cache()
@@ -111,24 +114,30 @@ class FinetuneTask(L.LightningModule):
             x = self.prefix_cache.hidden(bb, ids, batch["lengths"], batch["example_id"])
         else:
             x = bb.run_blocks(bb.embed(ids), 0, self.boundary)
-        return bb.final_norm(bb.run_blocks(x, self.boundary, None))
+        if at is not None and self.boundary == len(bb.blocks):
+            x = x[torch.arange(x.shape[0], device=x.device), at].unsqueeze(1)
+        return bb.final_norm(bb.run_blocks(x, self.boundary, None, at=at))
 
     def on_train_start(self) -> None:
-        """Fill the prefix cache from the train split in its fixed, unshuffled order. A cached row's last bits
-        depend on the batch that computed it; filled this way they are the same in every run, so a resumed
-        run (whose first epoch is a later, differently shuffled one) continues bit for bit."""
+        """Fill the prefix cache up front: every example this process will train on or score (train, val and the
+        splits scored after fitting), longest first in large batches (pure inference: no activations kept), with
+        the frozen weights cast once to the autocast dtype. A cached row's last bits depend on the batch that
+        computed it; filled in this fixed order they are the same in every run, so a resumed run (whose first
+        epoch is a later, differently shuffled one) continues bit for bit."""
         dm = self.trainer.datamodule
-        if not self._cache_wanted or not hasattr(dm, "eval_dataloader"):
+        if not self._cache_wanted or not hasattr(dm, "prefix_dataloader"):
             return
         if self.prefix_cache is None:
             self.prefix_cache = self._new_cache()
         set_train_mode(self.backbone, self.boundary, True)
         bb = self.backbone
-        with self.trainer.precision_plugin.forward_context():  # the dtype the training steps compute in
-            for batch in iterate(dm.eval_dataloader("train"), "filling the frozen-prefix cache", unit="batches"):
+        batches = dm.prefix_dataloader(("train", "val", *self.test_splits), PREFIX_BATCH_TOKENS)
+        with self.trainer.precision_plugin.forward_context(), linears_cast_once(bb.blocks[: self.boundary],
+                                                                                 self.device.type):
+            for batch in iterate(batches, "filling the frozen-prefix cache", unit="batches"):
                 batch = self.transfer_batch_to_device(batch, self.device, 0)
-                self.prefix_cache.hidden(bb, batch["input_ids"], batch["lengths"], batch["example_id"])
-        log.info("frozen-prefix cache filled: %d train examples", len(self.prefix_cache))
+                self.prefix_cache.fill(bb, batch["input_ids"], batch["lengths"], batch["example_id"])
+        log.info("frozen-prefix cache filled: %d examples", len(self.prefix_cache))
 
     def on_train_epoch_start(self) -> None:
         # Lightning puts every module in train mode; the frozen prefix must run without dropout

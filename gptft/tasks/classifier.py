@@ -25,11 +25,11 @@ SPLITS = ("train", "val", "test")
 TEXT_CONFUSION_MAX_CLASSES = 20  # wider confusion matrices stay out of TensorBoard text (metrics.json has them)
 
 
-def pool(h: torch.Tensor, lengths: torch.Tensor, pooling: str) -> torch.Tensor:
-    """One vector per row: the last real token (default), or position -1 as the book does."""
+def pooled_positions(input_ids: torch.Tensor, lengths: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(B,) the position each row is classified at: its last real token (default), or -1 as the book does."""
     if pooling == "last_token":
-        return h[torch.arange(h.shape[0], device=h.device), lengths - 1]
-    return h[:, -1]
+        return lengths - 1
+    return torch.full_like(lengths, input_ids.shape[1] - 1)
 
 
 def confusion_markdown(cm: list[list[int]], names: Sequence[str]) -> str:
@@ -105,9 +105,9 @@ class ClassifierTask(FinetuneTask):
         return None
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Class logits (B, C)."""
-        h = self.hidden_states(batch)
-        return self.backbone.head(pool(h, batch["lengths"], self.pooling))
+        """Class logits (B, C), computed at the pooled positions only from the top block up."""
+        at = pooled_positions(batch["input_ids"], batch["lengths"], self.pooling)
+        return self.backbone.head(self.hidden_states(batch, at)[:, 0])
 
     def _step(self, batch, split: str, log_name: str):
         logits = self(batch)

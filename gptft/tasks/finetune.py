@@ -1,6 +1,7 @@
 """Which parameters train, and the cache of the frozen prefix's hidden states."""
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 
@@ -61,6 +62,27 @@ def replace_head(backbone: nn.Module, module: nn.Module) -> None:
     raise TypeError(f"{type(backbone).__name__}.head is not a direct child module")
 
 
+@contextlib.contextmanager
+def linears_cast_once(module: nn.Module, device_type: str):
+    """Under autocast, the frozen nn.Linear weights and biases in `module` are replaced by copies in autocast's
+    dtype for the duration. Autocast makes exactly these copies at every call (so the results are the same
+    bits); the frozen-prefix pass makes them once instead of once per batch."""
+    if not torch.is_autocast_enabled(device_type):
+        yield
+        return
+    dtype, swapped = torch.get_autocast_dtype(device_type), []
+    for m in module.modules():
+        for name, p in m.named_parameters(recurse=False) if isinstance(m, nn.Linear) else ():
+            if not p.requires_grad and p.dtype == torch.float32:
+                swapped.append((m, name, p))
+                setattr(m, name, nn.Parameter(p.detach().to(dtype), requires_grad=False))
+    try:
+        yield
+    finally:
+        for m, name, p in swapped:
+            setattr(m, name, p)
+
+
 def set_train_mode(backbone: nn.Module, boundary: int, training: bool) -> None:
     """Train mode only for what trains: the frozen prefix always runs without dropout."""
     if boundary == 0:
@@ -107,9 +129,20 @@ class PrefixCache:
     def _compute(self, backbone, input_ids: torch.Tensor) -> torch.Tensor:
         return backbone.run_blocks(backbone.embed(input_ids), 0, self.boundary)
 
+    def fill(self, backbone, input_ids: torch.Tensor, lengths: torch.Tensor, ids: torch.Tensor) -> None:
+        """Compute and keep the rows of the batch not cached yet."""
+        self._rows(backbone, input_ids, lengths, ids.tolist())
+
     def hidden(self, backbone, input_ids: torch.Tensor, lengths: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """(B, T, d) prefix output for the batch; rows past each length are zeros."""
-        keys = ids.tolist()
+        rows = self._rows(backbone, input_ids, lengths, ids.tolist())
+        dtype = backbone.embedding.weight.dtype  # hand the trainable blocks what they would get uncached
+        x = torch.zeros(len(rows), input_ids.shape[1], rows[0].shape[-1], dtype=dtype, device=input_ids.device)
+        for i, row in enumerate(rows):
+            x[i, : row.shape[0]] = row
+        return x
+
+    def _rows(self, backbone, input_ids: torch.Tensor, lengths: torch.Tensor, keys: list[int]) -> list[torch.Tensor]:
         missing = [i for i, k in enumerate(keys) if k not in self.rows]
         fresh = {}
         if missing:
@@ -121,12 +154,7 @@ class PrefixCache:
                 row = row if self.dtype is None else row.to(self.dtype)
                 fresh[keys[i]] = row
                 self._store(keys[i], row)
-        rows = [fresh[k] if k in fresh else self.rows[k] for k in keys]
-        dtype = backbone.embedding.weight.dtype  # hand the trainable blocks what they would get uncached
-        x = torch.zeros(len(rows), input_ids.shape[1], rows[0].shape[-1], dtype=dtype, device=input_ids.device)
-        for i, row in enumerate(rows):
-            x[i, : row.shape[0]] = row
-        return x
+        return [fresh[k] if k in fresh else self.rows[k] for k in keys]
 
     def _store(self, key: int, row: torch.Tensor) -> None:
         if self.full:
