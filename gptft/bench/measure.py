@@ -67,7 +67,7 @@ class Meter(L.Callback):
             head = int((batch["targets"] != -100).sum()) if task.targets_only else rows * width
         else:
             head = rows
-        self._pending = self.counter.step(rows, width, prefix_rows, prefix_width, head)
+        self._pending = self.counter.step(rows, width, prefix_rows, prefix_width, head, pooled="targets" not in batch)
         self._batch = (rows, int(lengths.sum()), rows * width)
         self._t0 = time.perf_counter()
 

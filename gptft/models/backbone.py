@@ -23,6 +23,7 @@ from ..errors import GptftError
 class Backbone(nn.Module):
     arch = "base"
     lora_groups: dict[str, str] = {}
+    every_position_linears: tuple[str, ...] = ()  # block projections computed at every position also with `at`
     weights_source: str | None = None  # the file or folder pretrained weights were read from; None: random init
     activation_checkpointing = False   # finetune.activation_checkpointing: recompute blocks in the backward pass
 

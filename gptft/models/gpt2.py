@@ -93,6 +93,7 @@ class GPT(Backbone):
 
     arch = "gpt2"
     lora_groups = {"attention": "attn", "mlp": "mlp"}  # lora.targets names -> block submodule
+    every_position_linears = ("attn.c_attn",)  # what a block reading one row still computes everywhere
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
