@@ -166,16 +166,20 @@ def test_quick_tiny_spam_rows(tmp_path, shared_data, tokenizer):
     out = tmp_path / "bench"
     # a small matmul peak: at 2048 a CPU without native bf16 takes minutes per measurement
     rc = orchestrate.main(["--quick", "--model", "gpt2-tiny", "--peak-size", "128", "--out", str(out),
-                           "--rows", "spam-book,spam-fast,spam-ddp"])
+                           "--rows", "spam-book,spam-fast,spam-ddp,spam-trainer"])
     assert rc == 0, (out / "logs" / "spam-book.log").read_text()[-2000:]
     with open(out / "bench.csv") as f:
         rows = {r["row"]: r for r in csv.DictReader(f)}
-    assert set(rows) == {"spam-book", "spam-fast", "spam-ddp"}
+    assert set(rows) == {"spam-book", "spam-fast", "spam-ddp", "spam-trainer"}
+    # the Trainer peer: trained and scored all 160 messages; spam-fast states its ratio to it
+    peer = json.loads((out / "rows" / "spam-trainer.json").read_text())
+    assert peer["train_s"] > 0 and set(peer["accs"]) == {"train", "val", "test"} and not rows["spam-trainer"]["error"]
+    assert "x wall vs Trainer" in rows["spam-fast"]["speedup"]
     # the DDP row: Lightning re-ran the bench child as rank 1, rank 0 alone reported, counting both ranks' examples
     assert rows["spam-ddp"]["speedup"].endswith("examples/s vs spam-fast") and not rows["spam-ddp"]["error"]
     ddp = (out / "rows" / "spam-ddp.json").read_text()
     assert '"processes": 2' in ddp and '"examples": 112' in ddp  # 112 training messages, 56 per rank
-    assert float(rows["spam-book"]["wall_s"]) > 0 and rows["spam-fast"]["speedup"].endswith("examples/s)")
+    assert float(rows["spam-book"]["wall_s"]) > 0 and "examples/s) " in rows["spam-fast"]["speedup"]
     md = (out / "bench.md").read_text()
     assert "peak RSS of the default spam run (model gpt2-tiny): " in md and "not measured" in md  # no decode rows
     assert (out / "runs" / "spam-fast" / "checkpoints" / "best.ckpt").is_file()
@@ -202,3 +206,32 @@ def test_profile_of_a_tiny_spam_row(tmp_path, shared_data, tokenizer, capsys):
     assert any(e.get("name", "").startswith("aten::") for e in trace["traceEvents"])
     printed = capsys.readouterr().out
     assert "profile of spam-fast" in printed and str(out / "profile" / "train-epoch-2.trace.json") in printed
+
+
+@pytest.mark.parametrize("model", ["gpt2-tiny", "smollm2-135m-instruct"])
+def test_trainer_peer_is_gptft_s_model_and_trainable_set(tmp_path, model, request):
+    import torch
+
+    from gptft.bench.peer import hf_classifier, padded
+    from gptft.bench.rows import compose
+    from gptft.models.build import build_backbone
+
+    small = [] if model == "gpt2-tiny" else [  # a small Llama of the SmolLM2 family: its tokenizer, 3 narrow blocks
+        "model.shape.n_layer=3", "model.shape.n_embd=64", "model.shape.n_head=4", "model.shape.n_kv_head=2",
+        "model.shape.intermediate_size=96", f"model.checkpoint={request.getfixturevalue('shared_gguf')}"]
+    cfg = compose(tmp_path, [f"model={model}", "model.pretrained=false", "finetune.trainable_blocks=2", *small])
+    torch.manual_seed(0)
+    backbone, tokenizer = build_backbone(cfg.model)
+    hf = hf_classifier(cfg, backbone, tokenizer, ["ham", "spam"]).eval()
+    trained = {".".join(n.split(".")[:3]) for n, p in hf.named_parameters() if p.requires_grad}
+    n, body = backbone.config.n_layer, "transformer" if model == "gpt2-tiny" else "model"
+    blocks, norm = ("h", "ln_f") if model == "gpt2-tiny" else ("layers", "norm")
+    assert trained == {"score.weight", f"{body}.{blocks}.{n - 2}", f"{body}.{blocks}.{n - 1}",
+                       *(f"{body}.{norm}.{w}" for w in (("weight", "bias") if model == "gpt2-tiny" else ("weight",)))}
+    rows = [{"input_ids": [5, 6, 7, 8, 9], "labels": 0}, {"input_ids": [10, 11], "labels": 1}]
+    batch = padded(tokenizer.pad_id)(rows)
+    with torch.no_grad():
+        theirs = hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        h = backbone.final_norm(backbone.run_blocks(backbone.embed(batch["input_ids"])))
+        ours = backbone.head(h[torch.arange(2), batch["attention_mask"].sum(1) - 1])
+    assert torch.allclose(theirs, ours, atol=1e-4)

@@ -155,6 +155,10 @@ def child(name: str, out: Path) -> None:
         result = run_peak_row(plan["peak_size"])
     elif kind == "decode":
         result = run_decode_row(name == "decode-cache", plan["model_overrides"], out)
+    elif kind == "peer":
+        from .peer import run_trainer_row
+
+        result = run_trainer_row(plan["overrides"][name], out)
     else:
         result = run_train_row(name, plan["overrides"][name], out, plan["peak_size"])
     if result is None:

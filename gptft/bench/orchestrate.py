@@ -62,7 +62,7 @@ def make_plan(args, out: Path) -> dict:
     if args.quick:
         plan["quick"] = quick_data(out, seed=123, model_overrides=model)
     for name, (kind, _, extra) in ROWS.items():
-        if kind != "train":
+        if kind not in ("train", "peer"):
             continue
         ov = [*extra, *common]
         if args.quick:

@@ -52,6 +52,7 @@ def figures(res: dict) -> dict:
         "ddp_examples_ratio": _ratio(get("spam-ddp", "examples_per_s"), get("spam-fast", "examples_per_s")),
         "ddp_wall_ratio": _ratio(wall("spam-fast"), wall("spam-ddp")),
         "ddp_processes": get("spam-ddp", "processes"),
+        "trainer_wall_ratio": _ratio(wall("spam-trainer"), wall("spam-fast")),
     }
 
 
@@ -68,14 +69,15 @@ def table_rows(res: dict, peak_size: int) -> list[dict]:
         if r is None or (kind == "peak" and "error" not in r):
             continue
         row = {"row": name, "setup": setup, "error": r.get("error", "")}
-        if kind == "train" and "wall_s" in r:
+        if kind in ("train", "peer") and "wall_s" in r:
             p = r.get("peak_flops") or peak.get(f"peak_{r['dtype']}")
+            flops = r.get("flops_per_s")  # not counted for the peer row
             quality = (f"test acc {r['test_acc']:.4f}" if r["test_acc"] is not None
                        else f"test loss {r['test_loss']:.3f}" if r["test_loss"] is not None else "")
             row.update(wall_s=r["wall_s"], train_s=r["train_s"], val_s=r["val_s"], eval_s=r["eval_s"],
                        ckpt_s=r.get("ckpt_s"), examples_per_s=r["examples_per_s"], tokens_per_s=r["tokens_per_s"],
-                       quality=quality, peak_rss_mib=r["peak_rss_mib"], gflops=r["flops_per_s"] / 1e9,
-                       pct_peak=100 * r["flops_per_s"] / p if p else None, dtype=r["dtype"])
+                       quality=quality, peak_rss_mib=r["peak_rss_mib"], gflops=flops / 1e9 if flops else None,
+                       pct_peak=100 * flops / p if p and flops else None, dtype=r["dtype"])
         elif kind == "decode" and "tokens_per_s" in r:
             row.update(wall_s=r["decode_s"], tokens_per_s=r["tokens_per_s"], peak_rss_mib=r["peak_rss_mib"],
                        quality=f"{r['tokens']} tokens after a {r['prompt_tokens']}-token prompt", dtype="fp32")
@@ -99,6 +101,8 @@ def figure_notes(f: dict, model: str) -> list[str]:
         + (f" ({'; '.join(spam)})" if f["spam_wall_speedup"] is not None else ""),
         f"- instruction training tokens/s, default vs the book's ch07 recipe: {_x(f['instruct_tokens_speedup'])}; "
         f"vs the default's trainable set in the book's fp32 way: {_x(f['instruct_tokens_speedup_same'])}",
+        f"- spam, default vs the same recipe through transformers' Trainer, wall (training + scoring the splits): "
+        f"{_x(f['trainer_wall_ratio'])}",
         f"- decoding tokens/s, KV cache vs none at {DECODE_TOKENS} new tokens: {_x(f['decode_tokens_speedup'])}",
         f"- peak RSS of the default spam run (model {model}): {rss}",
     ]
@@ -124,11 +128,15 @@ def tabulate(res: dict, plan: dict) -> tuple[list[dict], list[str]]:
         by["instruct-fast"]["speedup"] = " ".join(f"{r:.1f}x tokens/s vs {name}" for r, name in inst if r)
     if f["ddp_examples_ratio"]:
         by["spam-ddp"]["speedup"] = f"{f['ddp_examples_ratio']:.2f}x examples/s vs spam-fast"
+    if f["trainer_wall_ratio"]:
+        by["spam-fast"]["speedup"] = (by["spam-fast"].get("speedup", "") + f" {f['trainer_wall_ratio']:.1f}x wall vs "
+                                      "Trainer").strip()
     if f["decode_tokens_speedup"]:
         by["decode-cache"]["speedup"] = f"{f['decode_tokens_speedup']:.1f}x tokens/s"
 
     notes = figure_notes(f, plan["model"])
-    for book, fast in (("spam-book", "spam-fast"), ("instruct-same", "instruct-fast"), ("spam-fast", "spam-ddp")):
+    for book, fast in (("spam-book", "spam-fast"), ("instruct-same", "instruct-fast"), ("spam-fast", "spam-ddp"),
+                       ("spam-trainer", "spam-fast")):
         ra, rb = res.get(book, {}).get("recipe"), res.get(fast, {}).get("recipe")
         if ra and rb:
             notes.append(f"- {book} / {fast}: " + (f"same recipe: {ra}" if ra == rb else f"RECIPES DIFFER: {ra} vs {rb}"))

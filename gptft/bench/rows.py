@@ -21,6 +21,9 @@ ROWS = {  # name: (kind, what it is, overrides beyond the model and QUIET)
                   ["experiment=book-ch06"]),
     "spam-fast": ("train", "spam, default: bf16 autocast, per-batch padding, last-token pooling, "
                   "frozen-prefix cache", ["task=spam"]),
+    "spam-trainer": ("peer", "spam, the default recipe through transformers' Trainer (gptft/bench/peer.py): the same "
+                     "model, trainable set, epochs, batch, AdamW, bf16 autocast, per-batch padding and data; the "
+                     "splits scored with Trainer.predict", ["task=spam"]),
     "instruct-book": ("train", "instruct, the book's ch07 recipe (experiment=book-ch07) on this model: fp32, "
                       "every layer trains, no cache, LM head on every position", ["experiment=book-ch07"]),
     "instruct-same": ("train", "instruct, the book's fp32 path with the default's trainable set (last block + "
