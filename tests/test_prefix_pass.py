@@ -1,8 +1,7 @@
-"""The frozen-prefix pass that fills the cache before training: its batches and its weights cast once."""
+"""The frozen-prefix pass that fills the cache before training: its frozen weights cast once."""
 import pytest
 import torch
 
-from gptft.data.spam import SpamDataModule
 from gptft.models.gpt2 import GPT, gpt2_config
 from gptft.models.llama import Llama, llama_config
 from gptft.tasks.finetune import linears_cast_once
@@ -41,16 +40,3 @@ def test_weights_cast_once_give_autocast_s_bits_and_come_back(arch):
     assert all(p is before[n] and p.dtype == torch.float32 for n, p in model.named_parameters())
     with linears_cast_once(model.blocks, "cpu"):  # no autocast: nothing changes
         assert all(p is before[n] for n, p in model.named_parameters())
-
-
-def test_prefix_batches_hold_each_example_once_longest_first(tokenizer, shared_data):
-    dm = SpamDataModule(tokenizer, seed=123, batch_size=8)
-    dm.setup()
-    batches = list(dm.prefix_dataloader(("train", "val", "test", "val"), max_tokens=2048))
-    ids = torch.cat([b["example_id"] for b in batches]).tolist()
-    expected = [ex["example_id"] for split in (dm.train_set, dm.val_set, dm.test_set) for ex in split]
-    assert sorted(ids) == sorted(expected) and len(ids) == 1494
-    lengths = torch.cat([b["lengths"] for b in batches])
-    assert (lengths[:-1] >= lengths[1:]).all()
-    assert all(b["input_ids"].numel() <= 2048 for b in batches)
-    assert len(batches) < 1494 / 8 / 2  # far fewer, larger batches than the training batches of 8

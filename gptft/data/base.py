@@ -136,25 +136,6 @@ class TextDataModule(L.LightningDataModule):
                             f"score it; use more data or lower trainer.devices")
         return self._loader(data, batch_sampler=EvalBatches(len(data), self.batch_size, rank, world))
 
-    def prefix_dataloader(self, splits, max_tokens: int) -> DataLoader:
-        """This process's examples of `splits` (those its eval loaders give it; each example once), longest first,
-        in batches of at most `max_tokens` padded tokens: the frozen-prefix pass keeps no activations, so it runs
-        in a few large batches with little padding."""
-        self.setup()
-        chosen = {}
-        for split in dict.fromkeys(splits):
-            data = getattr(self, f"{split}_set")
-            for batch in self.eval_dataloader(split).batch_sampler:
-                chosen.update((data[i]["example_id"], data[i]) for i in batch)
-        examples = sorted(chosen.values(), key=lambda ex: -len(ex["input_ids"]))  # stable: a fixed order every run
-        batches, width = [], 0
-        for i, ex in enumerate(examples):
-            if not batches or (len(batches[-1]) + 1) * width > max_tokens:
-                batches.append([])
-                width = len(ex["input_ids"])
-            batches[-1].append(i)
-        return self._loader(examples, batch_sampler=batches)
-
     def _loader(self, dataset: list[dict], **kwargs) -> DataLoader:
         # an own generator: each new iterator draws a worker seed from it, which would otherwise move the
         # global generator (dropout) by a number of draws that differs between a resumed and a whole run

@@ -25,7 +25,6 @@ from .finetune import PrefixCache, configure_trainable, linears_cast_once, set_t
 
 log = logging.getLogger(__name__)
 
-PREFIX_BATCH_TOKENS = 4096  # padded tokens per batch of the frozen-prefix pass
 CACHE_DTYPES = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 # a resumed checkpoint must agree with the run on these, or its weights mean something else
@@ -119,24 +118,25 @@ class FinetuneTask(L.LightningModule):
         return bb.final_norm(bb.run_blocks(x, self.boundary, None, at=at))
 
     def on_train_start(self) -> None:
-        """Fill the prefix cache up front: every example this process will train on or score (train, val and the
-        splits scored after fitting), longest first in large batches (pure inference: no activations kept), with
-        the frozen weights cast once to the autocast dtype. A cached row's last bits depend on the batch that
-        computed it; filled in this fixed order they are the same in every run, so a resumed run (whose first
-        epoch is a later, differently shuffled one) continues bit for bit."""
+        """Fill the prefix cache up front for every example this process will train on or score (train, val and
+        the splits scored after fitting), in the batches each split is scored in, with the frozen weights cast once
+        to the autocast dtype. A cached row's last bits depend on the batch that computed it: filled this way
+        they are the same in every run (a resumed run, whose first epoch is a later, differently shuffled one,
+        continues bit for bit), and the run's scores are those of rescoring its checkpoint without a cache."""
         dm = self.trainer.datamodule
-        if not self._cache_wanted or not hasattr(dm, "prefix_dataloader"):
+        if not self._cache_wanted or not hasattr(dm, "eval_dataloader"):
             return
         if self.prefix_cache is None:
             self.prefix_cache = self._new_cache()
         set_train_mode(self.backbone, self.boundary, True)
         bb = self.backbone
-        batches = dm.prefix_dataloader(("train", "val", *self.test_splits), PREFIX_BATCH_TOKENS)
         with self.trainer.precision_plugin.forward_context(), linears_cast_once(bb.blocks[: self.boundary],
                                                                                  self.device.type):
-            for batch in iterate(batches, "filling the frozen-prefix cache", unit="batches"):
-                batch = self.transfer_batch_to_device(batch, self.device, 0)
-                self.prefix_cache.fill(bb, batch["input_ids"], batch["lengths"], batch["example_id"])
+            for split in dict.fromkeys(("train", "val", *self.test_splits)):
+                for batch in iterate(dm.eval_dataloader(split), f"filling the frozen-prefix cache ({split})",
+                                     unit="batches"):
+                    batch = self.transfer_batch_to_device(batch, self.device, 0)
+                    self.prefix_cache.fill(bb, batch["input_ids"], batch["lengths"], batch["example_id"])
         log.info("frozen-prefix cache filled: %d examples", len(self.prefix_cache))
 
     def on_train_epoch_start(self) -> None:
