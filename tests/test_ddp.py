@@ -152,3 +152,8 @@ def test_eval_batches_score_every_example_once(n, batch, world):
     assert examples == list(range(n))
     if -(-n // batch) >= world:  # the batches of one process, dealt out
         assert sorted(b for share in shares for b in share) == list(EvalBatches(n, batch))
+    lengths = [(7 * i) % 5 for i in range(n)]  # with lengths: the same, longest first
+    shares = [list(EvalBatches(n, batch, r, world, lengths)) for r in range(world)]
+    assert sorted(i for share in shares for b in share for i in b) == list(range(n)) and all(shares)
+    one = [i for b in EvalBatches(n, batch, lengths=lengths) for i in b]
+    assert one == sorted(range(n), key=lambda i: -lengths[i])

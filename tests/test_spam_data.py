@@ -105,12 +105,17 @@ def test_train_batches_padded_per_batch(sms):
             assert (row[length:] == PAD).all()
     first = [b["example_id"].tolist() for b, _ in zip(sms.train_dataloader(), range(2))]
     assert first == [b["example_id"].tolist() for b, _ in zip(sms.train_dataloader(), range(2))]
-    assert ids(sms.val_set)[:8] == next(iter(sms.val_dataloader()))["example_id"].tolist()
+    longest = sorted(sms.val_set, key=lambda ex: -len(ex["input_ids"]))[:8]  # eval batches: longest first
+    assert ids(longest) == next(iter(sms.val_dataloader()))["example_id"].tolist()
 
 
 def test_eval_loader_and_report_for_metrics_json(sms):
-    seen = [i for b in sms.eval_dataloader("train") for i in b["example_id"].tolist()]
-    assert seen == ids(sms.train_set)  # in order, nothing dropped
+    batches = list(sms.eval_dataloader("train"))
+    seen = [i for b in batches for i in b["example_id"].tolist()]
+    assert sorted(seen) == sorted(ids(sms.train_set))  # each once, nothing dropped
+    lengths = torch.cat([b["lengths"] for b in batches])
+    assert (lengths[:-1] >= lengths[1:]).all()  # longest first: a batch pads little
+    assert sum(b["input_ids"].numel() for b in batches) < 1.05 * int(lengths.sum())
     with pytest.raises(ValueError, match="unknown split 'dev'"):
         sms.eval_dataloader("dev")
     assert json.loads(json.dumps(sms.report))["split_sizes"] == {"train": 1045, "val": 149, "test": 300}

@@ -125,8 +125,8 @@ class TextDataModule(L.LightningDataModule):
         return self.eval_dataloader("test")
 
     def eval_dataloader(self, split: str) -> DataLoader:
-        """Every example of `split` ("train", "val" or "test") in order: no shuffling, no dropped batch; with
-        several processes each scores its share of the same batches (EvalBatches)."""
+        """Every example of `split` ("train", "val" or "test"), longest first (little padding): no shuffling, no
+        dropped batch; with several processes each scores its share of the same batches (EvalBatches)."""
         if split not in SPLITS:
             raise DataError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
         self.setup()
@@ -134,7 +134,8 @@ class TextDataModule(L.LightningDataModule):
         if 0 < len(data) < world:
             raise DataError(f"the {split} split has {len(data)} examples, fewer than the {world} processes that "
                             f"score it; use more data or lower trainer.devices")
-        return self._loader(data, batch_sampler=EvalBatches(len(data), self.batch_size, rank, world))
+        lengths = [len(ex["input_ids"]) for ex in data]
+        return self._loader(data, batch_sampler=EvalBatches(len(data), self.batch_size, rank, world, lengths))
 
     def _loader(self, dataset: list[dict], **kwargs) -> DataLoader:
         # an own generator: each new iterator draws a worker seed from it, which would otherwise move the

@@ -115,17 +115,19 @@ class EpochShuffle(RandomSampler):
 
 
 class EvalBatches(Sampler[list[int]]):
-    """Every example of an evaluation split exactly once, in order, in the batches one process makes
-    (`batch_size` consecutive examples). With several ranks each takes every world_size-th of those same
+    """Every example of an evaluation split exactly once, in the batches one process makes (`batch_size`
+    consecutive examples: in order, or longest first when `lengths` are given, so a batch holds rows of
+    nearly one length and little padding). With several ranks each takes every world_size-th of those same
     batches (no padding, no duplicates: DistributedSampler would repeat examples to even the ranks out), so
     a batch's results are those of one process and summed counts are the split's. A split with fewer
     batches than ranks is cut into world_size nearly equal batches instead (it needs n >= world_size)."""
 
-    def __init__(self, n: int, batch_size: int, rank: int = 0, world_size: int = 1):
+    def __init__(self, n: int, batch_size: int, rank: int = 0, world_size: int = 1, lengths: list[int] | None = None):
+        order = list(range(n)) if lengths is None else sorted(range(n), key=lambda i: -lengths[i])  # stable
         if -(-n // batch_size) >= world_size:
-            batches = [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+            batches = [order[i:i + batch_size] for i in range(0, n, batch_size)]
         else:
-            batches = [list(range(k * n // world_size, (k + 1) * n // world_size)) for k in range(world_size)]
+            batches = [order[k * n // world_size:(k + 1) * n // world_size] for k in range(world_size)]
         self.batches = batches[rank::world_size]
 
     def __len__(self) -> int:
