@@ -8,6 +8,7 @@ bools, None, lists), so the checkpoint can store them as data.
 from __future__ import annotations
 
 import inspect
+import itertools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 
@@ -130,13 +131,13 @@ class FinetuneTask(L.LightningModule):
             self.prefix_cache = self._new_cache()
         set_train_mode(self.backbone, self.boundary, True)
         bb = self.backbone
+        loaders = [dm.eval_dataloader(split) for split in dict.fromkeys(("train", "val", *self.test_splits))]
+        batches = itertools.chain.from_iterable(loaders)
         with self.trainer.precision_plugin.forward_context(), linears_cast_once(bb.blocks[: self.boundary],
                                                                                  self.device.type):
-            for split in dict.fromkeys(("train", "val", *self.test_splits)):
-                for batch in iterate(dm.eval_dataloader(split), f"filling the frozen-prefix cache ({split})",
-                                     unit="batches"):
-                    batch = self.transfer_batch_to_device(batch, self.device, 0)
-                    self.prefix_cache.fill(bb, batch["input_ids"], batch["lengths"], batch["example_id"])
+            for batch in iterate(batches, "filling the frozen-prefix cache", sum(map(len, loaders)), "batches"):
+                batch = self.transfer_batch_to_device(batch, self.device, 0)
+                self.prefix_cache.fill(bb, batch["input_ids"], batch["lengths"], batch["example_id"])
         log.info("frozen-prefix cache filled: %d examples", len(self.prefix_cache))
 
     def on_train_epoch_start(self) -> None:
