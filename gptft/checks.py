@@ -127,6 +127,7 @@ RULES = {
     "checkpoint.full": boolean,
     "data.stratify": stratify,
     "data.train_rows": optional_positive_int,
+    "data.eval_batch_tokens": optional_positive_int,
     "calibration.temperature": boolean,
     "threshold.precision": optional_precision,
 }

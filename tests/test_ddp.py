@@ -157,3 +157,11 @@ def test_eval_batches_score_every_example_once(n, batch, world):
     assert sorted(i for share in shares for b in share for i in b) == list(range(n)) and all(shares)
     one = [i for b in EvalBatches(n, batch, lengths=lengths) for i in b]
     assert one == sorted(range(n), key=lambda i: -lengths[i])
+    shares = [list(EvalBatches(n, batch, r, world, lengths, max_tokens=12)) for r in range(world)]
+    assert sorted(i for share in shares for b in share for i in b) == list(range(n)) and all(shares)
+    budget = [list(b) for b in EvalBatches(n, batch, lengths=lengths, max_tokens=12)]
+    assert [i for b in budget for i in b] == one  # the same order, cut into batches of up to 12 tokens
+    assert all(len(b) >= min(batch, n) or b is budget[-1] for b in budget)
+    assert all(len(b) == batch or len(b) * max(lengths[i] for i in b) <= 12 for b in budget[:-1])
+    many = list(EvalBatches(100, 4, lengths=[1] * 100, max_tokens=1000))  # the budget would allow one batch
+    assert len(many) == 8 and max(map(len, many)) == 13  # at least 8 batches: 8 processes share them

@@ -109,6 +109,23 @@ def test_train_batches_padded_per_batch(sms):
     assert ids(longest) == next(iter(sms.val_dataloader()))["example_id"].tolist()
 
 
+def test_eval_batches_grow_to_the_token_budget(sms, tokenizer):
+    budget = SpamDataModule(tokenizer, eval_batch_tokens=512)
+    batches = list(budget.eval_dataloader("train"))
+    seen = [i for b in batches for i in b["example_id"].tolist()]
+    assert sorted(seen) == sorted(ids(sms.train_set))  # the same split, each example once
+    for b in batches:
+        rows, width = b["input_ids"].shape
+        assert rows >= 8 and (rows == 8 or rows * width <= 512)  # never fewer than batch_size rows
+    assert len(batches) < len(sms.eval_dataloader("train")) / 1.5  # short messages: fewer, bigger batches
+    lengths = torch.cat([b["lengths"] for b in batches])
+    assert (lengths[:-1] >= lengths[1:]).all()
+    book = SpamDataModule(tokenizer, eval_batch_tokens=512, pad_to="longest_train")  # the book's fixed padding
+    assert len(book.eval_dataloader("val")) == len(sms.eval_dataloader("val"))
+    with pytest.raises(ValueError, match="data.eval_batch_tokens must be null or a positive integer, got 0"):
+        SpamDataModule(tokenizer, eval_batch_tokens=0)
+
+
 def test_eval_loader_and_report_for_metrics_json(sms):
     batches = list(sms.eval_dataloader("train"))
     seen = [i for b in batches for i in b["example_id"].tolist()]

@@ -38,12 +38,15 @@ class TextDataModule(L.LightningDataModule):
     default_file: dict
 
     def __init__(self, tokenizer, path: str | None, batch_size: int, num_workers: int, seed: int,
-                 max_length: int | None, bucket: bool):
+                 max_length: int | None, bucket: bool, eval_batch_tokens: int | None = None):
         super().__init__()
         if max_length is not None and not (isinstance(max_length, int) and max_length > 0):
             raise DataError(f"data.max_length must be null or a positive int, got {max_length!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise DataError(f"data.batch_size must be a positive integer, got {batch_size!r}")
+        if eval_batch_tokens is not None and (isinstance(eval_batch_tokens, bool) or not isinstance(eval_batch_tokens, int)
+                                              or eval_batch_tokens < 1):
+            raise DataError(f"data.eval_batch_tokens must be null or a positive integer, got {eval_batch_tokens!r}")
         self.tokenizer = tokenizer
         self.path = path
         self.batch_size = batch_size
@@ -51,6 +54,7 @@ class TextDataModule(L.LightningDataModule):
         self.seed = seed
         self.max_length = max_length
         self.bucket = bucket
+        self.eval_batch_tokens = eval_batch_tokens
         self.report: dict = {}
         self._ready = False
         self._train_start: tuple[int, int] | None = None
@@ -125,8 +129,9 @@ class TextDataModule(L.LightningDataModule):
         return self.eval_dataloader("test")
 
     def eval_dataloader(self, split: str) -> DataLoader:
-        """Every example of `split` ("train", "val" or "test"), longest first (little padding): no shuffling, no
-        dropped batch; with several processes each scores its share of the same batches (EvalBatches)."""
+        """Every example of `split` ("train", "val" or "test"), longest first (little padding), in batches of
+        batch_size rows or, for short rows, up to eval_batch_tokens tokens: no shuffling, no dropped batch; with
+        several processes each scores its share of the same batches (EvalBatches)."""
         if split not in SPLITS:
             raise DataError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
         self.setup()
@@ -135,7 +140,8 @@ class TextDataModule(L.LightningDataModule):
             raise DataError(f"the {split} split has {len(data)} examples, fewer than the {world} processes that "
                             f"score it; use more data or lower trainer.devices")
         lengths = [len(ex["input_ids"]) for ex in data]
-        return self._loader(data, batch_sampler=EvalBatches(len(data), self.batch_size, rank, world, lengths))
+        budget = None if getattr(self, "pad_width", None) else self.eval_batch_tokens  # fixed padding: the book's batches
+        return self._loader(data, batch_sampler=EvalBatches(len(data), self.batch_size, rank, world, lengths, budget))
 
     def _loader(self, dataset: list[dict], **kwargs) -> DataLoader:
         # an own generator: each new iterator draws a worker seed from it, which would otherwise move the

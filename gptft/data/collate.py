@@ -115,18 +115,24 @@ class EpochShuffle(RandomSampler):
 
 
 class EvalBatches(Sampler[list[int]]):
-    """Every example of an evaluation split exactly once, in the batches one process makes (`batch_size`
-    consecutive examples: in order, or longest first when `lengths` are given, so a batch holds rows of
-    nearly one length and little padding). With several ranks each takes every world_size-th of those same
-    batches (no padding, no duplicates: DistributedSampler would repeat examples to even the ranks out), so
-    a batch's results are those of one process and summed counts are the split's. A split with fewer
-    batches than ranks is cut into world_size nearly equal batches instead (it needs n >= world_size)."""
+    """Every example of an evaluation split exactly once, in the batches one process makes: `batch_size`
+    consecutive examples (in order, or longest first when `lengths` are given, so a batch holds rows of nearly
+    one length and little padding); with `max_tokens` and lengths, a batch of short rows grows past batch_size
+    while rows x its longest row stay within max_tokens (no gradients: bigger batches only run faster), in at
+    least MIN_EVAL_BATCHES batches where batch_size allows. With
+    several ranks each takes every world_size-th of those same batches (no padding, no duplicates:
+    DistributedSampler would repeat examples to even the ranks out), so a batch's results are those of one
+    process and summed counts are the split's. A split with fewer batches than ranks is cut into world_size
+    nearly equal batches instead (it needs n >= world_size)."""
 
-    def __init__(self, n: int, batch_size: int, rank: int = 0, world_size: int = 1, lengths: list[int] | None = None):
+    def __init__(self, n: int, batch_size: int, rank: int = 0, world_size: int = 1, lengths: list[int] | None = None,
+                 max_tokens: int | None = None):
         order = list(range(n)) if lengths is None else sorted(range(n), key=lambda i: -lengths[i])  # stable
-        if -(-n // batch_size) >= world_size:
+        if lengths is None or max_tokens is None:
             batches = [order[i:i + batch_size] for i in range(0, n, batch_size)]
         else:
+            batches = _token_batches(order, lengths, batch_size, max_tokens)
+        if len(batches) < world_size:
             batches = [order[k * n // world_size:(k + 1) * n // world_size] for k in range(world_size)]
         self.batches = batches[rank::world_size]
 
@@ -135,6 +141,21 @@ class EvalBatches(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self.batches)
+
+
+MIN_EVAL_BATCHES = 8  # a budget never leaves fewer: up to 8 processes then share the batches one process makes
+
+
+def _token_batches(order: list[int], lengths: list[int], batch_size: int, max_tokens: int) -> list[list[int]]:
+    """Cut `order` (longest first) into batches of at least batch_size rows, more while rows x the batch's
+    first (longest) row fit in max_tokens, and at most n / MIN_EVAL_BATCHES rows (rounded up) beyond that."""
+    cap = max(batch_size, -(-len(order) // MIN_EVAL_BATCHES))
+    batches, i = [], 0
+    while i < len(order):
+        rows = min(cap, max(batch_size, max_tokens // max(lengths[order[i]], 1)))
+        batches.append(order[i:i + rows])
+        i += rows
+    return batches
 
 
 class ResumableBatchSampler(BatchSampler):

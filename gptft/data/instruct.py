@@ -26,6 +26,7 @@ class InstructDataModule(TextDataModule):
     path: None -> the book's instruction-data.json in GPTFT_DATA_DIR (downloaded if missing);
       else a JSON list or a JSON Lines file of entries. `input` is optional.
     split: "ordered" (file order, as the book) or "shuffled" (a permutation seeded by `seed`).
+    eval_batch_tokens: None, or evaluation batches of short entries grow past batch_size up to this many tokens.
     Examples are dicts {example_id, input_ids, prompt_len}; example_id indexes `self.entries`,
     and input_ids = encode(prompt) + encode(response) so prompt_len is exact.
     """
@@ -44,10 +45,11 @@ class InstructDataModule(TextDataModule):
         mask_prompt: bool = False,
         max_length: int | None = None,
         bucket: bool = False,
+        eval_batch_tokens: int | None = None,
     ):
         if split not in ("ordered", "shuffled"):
             raise DataError(f"data.split must be 'ordered' or 'shuffled', got {split!r}")
-        super().__init__(tokenizer, path, batch_size, num_workers, seed, max_length, bucket)
+        super().__init__(tokenizer, path, batch_size, num_workers, seed, max_length, bucket, eval_batch_tokens)
         self.split = split
         self.prompt_style = get_prompt_style(prompt_style)
         self.mask_prompt = mask_prompt

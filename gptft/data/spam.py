@@ -36,6 +36,8 @@ class SpamDataModule(TextDataModule):
       test stay as they are): learning curves on one fixed test set.
     max_length: truncate longer texts (the model's context; None = no limit).
     pad_to: None (pad each batch to its longest), "longest_train" (the book) or an int.
+    eval_batch_tokens: None, or evaluation batches of short rows grow past batch_size up to this many tokens
+      (ignored under pad_to, whose batches stay the book's).
     max_classes: refuse more distinct labels than this (a label column of free text, not classes).
     Examples are dicts {example_id, input_ids, label}; example_id indexes `self.texts`.
     """
@@ -61,6 +63,7 @@ class SpamDataModule(TextDataModule):
         max_length: int | None = None,
         pad_to: str | int | None = None,
         bucket: bool = False,
+        eval_batch_tokens: int | None = None,
         sep: str | None = None,
         max_classes: int = MAX_CLASSES,
         encoding: str = "auto",
@@ -76,7 +79,7 @@ class SpamDataModule(TextDataModule):
             raise DataError(f"data.header must be true or false, got {header!r}")
         if isinstance(max_classes, bool) or not isinstance(max_classes, int) or max_classes < 2:
             raise DataError(f"data.max_classes must be an integer >= 2, got {max_classes!r}")
-        super().__init__(tokenizer, path, batch_size, num_workers, seed, max_length, bucket)
+        super().__init__(tokenizer, path, batch_size, num_workers, seed, max_length, bucket, eval_batch_tokens)
         if isinstance(pad_to, int) and max_length is not None and pad_to > max_length:
             raise DataError(f"data.pad_to={pad_to} exceeds max_length={max_length} (the model's context)")
         self.balance = balance
