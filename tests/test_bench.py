@@ -144,6 +144,8 @@ def test_table_uses_each_rows_own_peak_and_names_what_is_missing():
         "instruct-fast": {"error": "exit 1; see log", "process_s": 3.0},
         "spam-ddp": {**_train(10.0, 6.0, 1.0, 1.0, None, 12.0, 360.0, 0.5, 1400.0, 80.0, "acc"), "dtype": "bf16",
                      "processes": 2, "recipe": "r"},
+        "spam-compile": {**_train(16.0, 4.0, 1.0, 1.0, None, 20.0, 600.0, 0.5, 1900.0, 125.0, "acc"), "dtype": "bf16",
+                         "recipe": "r", "first_step_s": 9.5, "median_step_s": 0.05},
     }
     rows, notes = report.tabulate(res, {"model": "gpt2", "quick": None, "epochs": None, "peak_size": 2048})
     by = {r["row"]: r for r in rows}
@@ -158,6 +160,8 @@ def test_table_uses_each_rows_own_peak_and_names_what_is_missing():
     assert "pads every message to 132 tokens" in text
     assert by["spam-ddp"]["speedup"] == "0.75x examples/s vs spam-fast"
     assert "DDP (2 processes on this machine's cores) vs one process: 0.75x examples/s, 0.80x wall" in text
+    assert ("finetune.compile=true vs the default: 0.50x wall, 1.25x in the training steps; its first step "
+            "(compiling) took 9.5 s against a median step of 50 ms") in text
     md = report.markdown(rows, ["# t"], notes)
     assert "| error |" in md.splitlines()[2] and "exit 1; see log" in md
 

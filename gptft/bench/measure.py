@@ -6,6 +6,7 @@ Imported only by the child process (`python -m gptft.bench --row NAME`). A train
 from __future__ import annotations
 
 import json
+import statistics
 import time
 import warnings
 from pathlib import Path
@@ -31,6 +32,7 @@ class Meter(L.Callback):
     def __init__(self):
         self.train_s = self.val_s = self.flops = 0.0
         self.steps = self.examples = self.tokens = self.padded = 0
+        self.step_s: list[float] = []
         self.marks: dict[str, float] = {}
         self.counter = None
 
@@ -72,7 +74,8 @@ class Meter(L.Callback):
         self._t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer, task, outputs, batch, batch_idx):
-        self.train_s += time.perf_counter() - self._t0
+        self.step_s.append(time.perf_counter() - self._t0)
+        self.train_s += self.step_s[-1]
         self.steps += 1
         self.examples += self._batch[0]
         self.tokens += self._batch[1]
@@ -104,6 +107,8 @@ def run_train_row(name: str, overrides: list[str], out: Path, peak_size: int) ->
         "eval_s": marks["test_end"] - marks["test_start"],
         "ckpt_s": m["checkpoint_write_s"],
         "steps": meter.steps,
+        "first_step_s": meter.step_s[0] if meter.step_s else None,  # with finetune.compile: the compile
+        "median_step_s": statistics.median(meter.step_s) if meter.step_s else None,
         "epochs": int(cfg.trainer.max_epochs),
         "processes": m.get("processes", 1),
         "examples": meter.examples,

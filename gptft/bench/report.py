@@ -53,6 +53,10 @@ def figures(res: dict) -> dict:
         "ddp_wall_ratio": _ratio(wall("spam-fast"), wall("spam-ddp")),
         "ddp_processes": get("spam-ddp", "processes"),
         "trainer_wall_ratio": _ratio(wall("spam-trainer"), wall("spam-fast")),
+        "compile_wall_ratio": _ratio(wall("spam-fast"), wall("spam-compile")),
+        "compile_train_ratio": _ratio(get("spam-fast", "train_s"), get("spam-compile", "train_s")),
+        "compile_first_step_s": get("spam-compile", "first_step_s"),
+        "compile_median_step_s": get("spam-compile", "median_step_s"),
     }
 
 
@@ -110,6 +114,11 @@ def figure_notes(f: dict, model: str) -> list[str]:
         lines.append(f"- spam under DDP ({f['ddp_processes']} processes on this machine's cores) vs one process: "
                      f"{f['ddp_examples_ratio']:.2f}x examples/s, {f['ddp_wall_ratio']:.2f}x wall (information only: the "
                      "processes share the cores one process would use, so this measures DDP's overhead, not a speed-up)")
+    if f["compile_wall_ratio"] is not None:
+        lines.append(f"- spam with finetune.compile=true vs the default: {f['compile_wall_ratio']:.2f}x wall, "
+                     f"{f['compile_train_ratio']:.2f}x in the training steps; its first step (compiling) took "
+                     f"{f['compile_first_step_s']:.1f} s against a median step of "
+                     f"{1000 * f['compile_median_step_s']:.0f} ms (above 1x pays, below costs)")
     if f["decode_tokens_agree"] is not None:
         lines.append(f"- decoding with and without the cache agree on the first {f['decode_tokens_agree']} "
                      f"of {f['decode_tokens']} tokens")
@@ -136,7 +145,7 @@ def tabulate(res: dict, plan: dict) -> tuple[list[dict], list[str]]:
 
     notes = figure_notes(f, plan["model"])
     for book, fast in (("spam-book", "spam-fast"), ("instruct-same", "instruct-fast"), ("spam-fast", "spam-ddp"),
-                       ("spam-trainer", "spam-fast")):
+                       ("spam-trainer", "spam-fast"), ("spam-fast", "spam-compile")):
         ra, rb = res.get(book, {}).get("recipe"), res.get(fast, {}).get("recipe")
         if ra and rb:
             notes.append(f"- {book} / {fast}: " + (f"same recipe: {ra}" if ra == rb else f"RECIPES DIFFER: {ra} vs {rb}"))

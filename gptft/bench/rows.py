@@ -21,6 +21,8 @@ ROWS = {  # name: (kind, what it is, overrides beyond the model and QUIET)
                   ["experiment=book-ch06"]),
     "spam-fast": ("train", "spam, default: bf16 autocast, per-batch padding, last-token pooling, "
                   "frozen-prefix cache", ["task=spam"]),
+    "spam-compile": ("train", "spam, default with finetune.compile=true: the trained block under torch.compile "
+                     "(inductor, dynamic shapes), compiled at its first calls", ["task=spam", "finetune.compile=true"]),
     "spam-trainer": ("peer", "spam, the default recipe through transformers' Trainer (gptft/bench/peer.py): the same "
                      "model, trainable set, epochs, batch, AdamW, bf16 autocast, per-batch padding and data; the "
                      "splits scored with Trainer.predict", ["task=spam"]),

@@ -118,6 +118,13 @@ class FinetuneTask(L.LightningModule):
             x = x[torch.arange(x.shape[0], device=x.device), at].unsqueeze(1)
         return bb.final_norm(bb.run_blocks(x, self.boundary, None, at=at))
 
+    def on_fit_start(self) -> None:
+        """finetune.compile: torch.compile each trained block in place (state-dict names unchanged), with dynamic
+        shapes: batches differ in length. Compiled at its first call, so the first steps carry the compile time."""
+        if self.finetune.get("compile", False):
+            for block in self.backbone.blocks[self.boundary:]:
+                block.compile(dynamic=True)
+
     def on_train_start(self) -> None:
         """Fill the prefix cache up front for every example this process will train on or score (train, val and
         the splits scored after fitting), in the batches each split is scored in, with the frozen weights cast once
