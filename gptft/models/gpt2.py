@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .backbone import Backbone
-from .kv_cache import KVCache, attention_at, causal_attention
+from .kv_cache import KVCache, attention_at, causal_attention, rows_at
 from ..errors import ConfigError
 
 
@@ -84,7 +84,7 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, at: torch.Tensor | None = None) -> torch.Tensor:
         """at: (B,) one position per row: only those rows' outputs, (B, 1, C) (keys and values still from all)."""
         h = self.attn(self.ln_1(x), cache, at)
-        x = (x if at is None else x[torch.arange(x.shape[0], device=x.device), at].unsqueeze(1)) + h
+        x = rows_at(x, at) + h
         return x + self.mlp(self.ln_2(x))
 
 

@@ -37,6 +37,13 @@ def causal_attention(q, k, v, past: int, dropout_p: float = 0.0):
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
 
 
+def rows_at(x, at):
+    """(B, T, ...) -> (B, 1, ...): each row's position at[b] (at: (B,)), or x itself when at is None."""
+    if at is None:
+        return x
+    return x[torch.arange(x.shape[0], device=x.device), at].unsqueeze(1)
+
+
 def attention_at(q, k, v, at, dropout_p: float = 0.0):
     """Causal attention for one query per row: q (B, H, 1, D) at position at[b] sees keys 0..at[b].
 

@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .backbone import Backbone
-from .kv_cache import KVCache, attention_at, causal_attention
+from .kv_cache import KVCache, attention_at, causal_attention, rows_at
 from ..errors import ConfigError
 
 
@@ -105,8 +105,7 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(b, t, self.n_kv_head, self.head_dim).transpose(1, 2)
         k = apply_rope(k, cos, sin)
         if at is not None:  # queries only at `at`
-            rows = torch.arange(b, device=x.device)
-            q = self.q_proj(x[rows, at].unsqueeze(1)).view(b, 1, self.n_head, self.head_dim).transpose(1, 2)
+            q = self.q_proj(rows_at(x, at)).view(b, 1, self.n_head, self.head_dim).transpose(1, 2)
             q = apply_rope(q, cos[at][:, None, None], sin[at][:, None, None])
             rep = self.n_head // self.n_kv_head
             k, v = (k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)) if rep > 1 else (k, v)
@@ -148,7 +147,7 @@ class Block(nn.Module):
     def forward(self, x, cos, sin, cache: KVCache | None = None, at: torch.Tensor | None = None) -> torch.Tensor:
         """at: (B,) one position per row: only those rows' outputs, (B, 1, C) (keys and values still from all)."""
         h = self.drop(self.self_attn(self.input_layernorm(x), cos, sin, cache, at))
-        x = (x if at is None else x[torch.arange(x.shape[0], device=x.device), at].unsqueeze(1)) + h
+        x = rows_at(x, at) + h
         return x + self.drop(self.mlp(self.post_attention_layernorm(x)))
 
 

@@ -20,6 +20,7 @@ from torchmetrics import MeanMetric, Metric, SumMetric
 from ..data.handoff import TaskData
 from ..errors import CheckpointError, ConfigError
 from ..models import reference
+from ..models.kv_cache import rows_at
 from ..models.lora import merge_lora
 from ..progress import iterate
 from .finetune import PrefixCache, configure_trainable, linears_cast_once, set_train_mode
@@ -115,7 +116,7 @@ class FinetuneTask(L.LightningModule):
         else:
             x = bb.run_blocks(bb.embed(ids), 0, self.boundary)
         if at is not None and self.boundary == len(bb.blocks):
-            x = x[torch.arange(x.shape[0], device=x.device), at].unsqueeze(1)
+            x = rows_at(x, at)
         return bb.final_norm(bb.run_blocks(x, self.boundary, None, at=at))
 
     def on_fit_start(self) -> None:
