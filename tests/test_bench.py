@@ -186,6 +186,7 @@ def test_quick_tiny_spam_rows(tmp_path, shared_data, tokenizer):
     assert float(rows["spam-book"]["wall_s"]) > 0 and "examples/s) " in rows["spam-fast"]["speedup"]
     md = (out / "bench.md").read_text()
     assert "peak RSS of the default spam run (model gpt2-tiny): " in md and "not measured" in md  # no decode rows
+    assert "Its ratios are smaller than a full run's" in md and "read their direction, not their size" in md
     assert (out / "runs" / "spam-fast" / "checkpoints" / "best.ckpt").is_file()
 
 

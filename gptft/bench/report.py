@@ -178,8 +178,9 @@ def tabulate(res: dict, plan: dict) -> tuple[list[dict], list[str]]:
     if plan.get("quick"):
         notes.append(f"- --quick: {epochs} epoch(s) on subsets: {2 * QUICK_SPAM_PER_CLASS} SMS messages (balanced, "
                      f"split 70/10/20; the book path keeps the full data's pad width) and the first "
-                     f"{QUICK_INSTRUCT_ENTRIES} instruction entries. The prefix "
-                     "cache is filled in the first epoch, so it pays off more with the recipe's epochs.")
+                     f"{QUICK_INSTRUCT_ENTRIES} instruction entries. Its ratios "
+                     "are smaller than a full run's (what every run pays once, building the model and the data and the "
+                     "frozen-prefix pass, weighs more against 1 epoch on a subset): read their direction, not their size.")
     else:
         notes.append(f"- Full data, epochs: {epochs}.")
     return rows, notes
