@@ -80,8 +80,8 @@ def test_step_flops_by_hand():
     assert counter.step(rows, width, rows, width, 5) == pytest.approx(3 * block + 3 * (block + head))
     # all rows cached: no prefix
     assert counter.step(rows, width, 0, 0, 5) == pytest.approx(3 * (block + head))
-    # a classifier's top block: q, k, v (GPT-2's one fused projection) over the row, the rest at one position per row
-    pooled = 2 * 3 * d * d * rows * width + 2 * 9 * d * d * rows + 4 * width * d * rows
+    # a classifier's top block: k and v (2/3 of GPT-2's fused projection) over the row, the rest at one position per row
+    pooled = 2 * 2 * d * d * rows * width + 2 * 10 * d * d * rows + 4 * width * d * rows
     assert counter.step(rows, width, 0, 0, rows, pooled=True) == pytest.approx(3 * (pooled + 2 * d * 50257 * rows))
     # a trainable embedding (full fine-tuning) needs the backward through the prefix too
     full = StepFlops(model, configure_trainable(model, "full"))

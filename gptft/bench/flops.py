@@ -44,7 +44,8 @@ class StepFlops:
         self.boundary = boundary
         self.block_w = [linear_weights(b) for b in backbone.blocks]
         top = backbone.blocks[-1]  # its projections that see every position even when one row is read
-        self.kv_w = sum(linear_weights(top.get_submodule(name)) for name in backbone.every_position_linears)
+        self.kv_w = sum(share * linear_weights(top.get_submodule(name))
+                        for name, share in backbone.every_position_linears.items())
         self.d_attn = backbone.config.n_embd
         self.head_w = linear_weights(backbone.head)
         # below the boundary only the (frozen) embedding can train; full mode trains it

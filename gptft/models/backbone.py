@@ -23,7 +23,8 @@ from ..errors import GptftError
 class Backbone(nn.Module):
     arch = "base"
     lora_groups: dict[str, str] = {}
-    every_position_linears: tuple[str, ...] = ()  # block projections computed at every position also with `at`
+    every_position_linears: dict[str, float] = {}  # block projection -> the share of its outputs computed at every
+                                                   # position also with `at` (the bench's FLOP count)
     weights_source: str | None = None  # the file or folder pretrained weights were read from; None: random init
     activation_checkpointing = False   # finetune.activation_checkpointing: recompute blocks in the backward pass
 

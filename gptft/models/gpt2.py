@@ -48,18 +48,30 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, at: torch.Tensor | None = None) -> torch.Tensor:
         b, t, c = x.shape
-        q, k, v = self.c_attn(x).split(c, dim=2)  # one fused projection: q is made everywhere, also with `at`
-        q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))
+        heads = lambda z, n: z.view(b, n, self.n_head, c // self.n_head).transpose(1, 2)  # noqa: E731
         if at is not None:
-            q = q[torch.arange(b, device=x.device), :, at].unsqueeze(2)
-            y = attention_at(q, k, v, at, self.dropout if self.training else 0.0)
+            q, k, v = self._qkv_at(x, at)
+            y = attention_at(heads(q, 1), heads(k, t), heads(v, t), at, self.dropout if self.training else 0.0)
             return self.resid_drop(self.c_proj(y.transpose(1, 2).reshape(b, 1, c)))
+        q, k, v = (heads(z, t) for z in self.c_attn(x).split(c, dim=2))
         past = 0
         if cache is not None:
             past = cache.length
             k, v = cache.append(k, v)
         y = causal_attention(q, k, v, past, self.dropout if self.training else 0.0)
         return self.resid_drop(self.c_proj(y.transpose(1, 2).reshape(b, t, c)))
+
+    def _qkv_at(self, x: torch.Tensor, at: torch.Tensor):
+        """q at the rows `at` only, keys and values over every position: the fused projection's weight split by its
+        output rows. A wrapped projection (LoRA) runs whole and q is picked out after."""
+        c = x.shape[-1]
+        if type(self.c_attn) is not nn.Linear:
+            q, k, v = self.c_attn(x).split(c, dim=2)
+            return rows_at(q, at), k, v
+        w, bias = self.c_attn.weight, self.c_attn.bias
+        q = F.linear(rows_at(x, at), w[:c], None if bias is None else bias[:c])
+        k, v = F.linear(x, w[c:], None if bias is None else bias[c:]).split(c, dim=2)
+        return q, k, v
 
 
 class MLP(nn.Module):
@@ -93,7 +105,7 @@ class GPT(Backbone):
 
     arch = "gpt2"
     lora_groups = {"attention": "attn", "mlp": "mlp"}  # lora.targets names -> block submodule
-    every_position_linears = ("attn.c_attn",)  # what a block reading one row still computes everywhere
+    every_position_linears = {"attn.c_attn": 2 / 3}  # what a block reading one row still computes everywhere: k and v
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()

@@ -154,7 +154,8 @@ class Block(nn.Module):
 class Llama(Backbone):
     arch = "llama"
     lora_groups = {"attention": "self_attn", "mlp": "mlp"}  # lora.targets names -> block submodule
-    every_position_linears = ("self_attn.k_proj", "self_attn.v_proj")  # what a block reading one row still computes everywhere
+    # what a block reading one row still computes everywhere
+    every_position_linears = {"self_attn.k_proj": 1.0, "self_attn.v_proj": 1.0}
 
     def __init__(self, cfg: LlamaConfig):
         super().__init__()
