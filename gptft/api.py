@@ -175,12 +175,13 @@ class Model:
         return self.tokenizer.decode(self.generate_ids(prompt, input, **options)).strip()
 
     def evaluate(self, out: str | Path | None = None, *, max_new_tokens: int = 256, limit: int | None = None,
-                 device: str = "auto", prompt_style: str | None = None, judge: dict | None = None) -> dict:
-        """scores.json's content, as `python -m gptft.evaluate`: the test split's metrics and, for instruction
-        models, responses.json, exact match and ROUGE-L (a base model: the zero-shot baseline)."""
+                 device: str = "auto", prompt_style: str | None = None, judge: dict | None = None,
+                 split: str = "test") -> dict:
+        """scores.json's content, as `python -m gptft.evaluate`: the split's (test, or val) metrics and, for
+        instruction models, responses.json, exact match and ROUGE-L (a base model: the zero-shot baseline)."""
         from .evaluation import command
 
-        args = SimpleNamespace(ckpt=self.ckpt, out=out, max_new_tokens=max_new_tokens, limit=limit, device=device,
+        args = SimpleNamespace(ckpt=self.ckpt, split=split, out=out, max_new_tokens=max_new_tokens, limit=limit, device=device,
                                prompt_style=prompt_style,
                                judge=SimpleNamespace(**{**command.DEFAULTS["judge"], **(judge or {})}))
         command.check_args(args, base=self.ckpt is None)
@@ -189,10 +190,12 @@ class Model:
                 raise ConfigError(f"prompt_style={prompt_style}: a checkpoint is evaluated in the prompt style it "
                                   f"was trained with ({self.meta['prompt_style']}); prompt_style is for base models")
             dm = command.data_module(self.meta, self.tokenizer, self.backbone.context_length, self.ckpt)
+            default = command.default_out_dir(self.ckpt)
             return command.evaluate(self.task, self.tokenizer, self.meta, dm, args,
-                                    Path(out) if out else command.default_out_dir(self.ckpt))
+                                    Path(out) if out else default.with_name(default.name + command.suffix(split)))
         task, dm = self._base_task(prompt_style)
-        where = Path(out) if out else Path("outputs") / task.meta["task"] / "zero-shot" / self.cfg.model.name
+        where = Path(out) if out else (Path("outputs") / task.meta["task"] / "zero-shot" /
+                                       (self.cfg.model.name + command.suffix(split)))
         return command.evaluate(task, self.tokenizer, task.meta, dm, args, where)
 
     def _base_task(self, prompt_style: str | None):

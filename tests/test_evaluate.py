@@ -109,6 +109,20 @@ def test_instruct_report(instruct_eval, instruct_ckpt, shared_data):
     assert test["loss"] == pytest.approx(trained["loss"], rel=1e-3)
 
 
+def test_val_split_chooses_recipes_without_the_test_split(instruct_ckpt, shared_data, capsys):
+    scores = evaluate([f"ckpt={instruct_ckpt}", "split=val", "max_new_tokens=4", "limit=5"])
+    out = instruct_ckpt.parent.parent / "eval-val"  # beside eval/, never mixed with the test results
+    responses = json.loads((out / "responses.json").read_text())
+    entries = json.loads((shared_data / "instruction-data.json").read_text())[1045:1050]  # the book's val split
+    assert [(r["instruction"], r["output"]) for r in responses] == [(e["instruction"], e["output"]) for e in entries]
+    assert scores["split"] == "val" and "test" not in scores and scores["generation"]["n"] == 5
+    trained = json.loads((instruct_ckpt.parent.parent / "metrics.json").read_text())["splits"]["val"]
+    assert scores["val"]["tokens"] == trained["tokens"] and scores["val"]["loss"] == pytest.approx(trained["loss"], rel=1e-3)
+    assert "  val split, the task's own metrics" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="split must be test or val, got 'train'"):
+        evaluate([f"ckpt={instruct_ckpt}", "split=train"])
+
+
 def test_existing_results_are_not_overwritten(instruct_eval, instruct_ckpt, capsys):
     _, out = instruct_eval
     before = (out / "responses.json").read_text()

@@ -1,5 +1,5 @@
-"""`python -m gptft.evaluate ckpt=PATH`: score a checkpoint on its test split; `model=...` instead of `ckpt`
-scores the untouched base model (the zero-shot baseline) the same way.
+"""`python -m gptft.evaluate ckpt=PATH`: score a checkpoint on its test split (or `split=val`, to choose a recipe by
+these scores); `model=...` instead of `ckpt` scores the untouched base model (the zero-shot baseline) the same way.
 
 Every task: its own test metrics (the task's test step, as after training). Instruction models also
 answer every test entry greedily: responses.json (for reading by eye), exact match, ROUGE-L F1 and,
@@ -27,15 +27,17 @@ from .scoring import test_metrics
 from .text_metrics import text_scores
 
 USAGE = """usage: python -m gptft.evaluate (ckpt=PATH | model=NAME [model.<key>=...] [prompt_style=null])
-         [out=DIR] [max_new_tokens=256] [limit=null] [device=auto] [judge.enabled=false] [judge.api=ollama]
+         [split=test] [out=DIR] [max_new_tokens=256] [limit=null] [device=auto] [judge.enabled=false]
+         [judge.api=ollama]
          [judge.url=http://localhost:11434] [judge.model=llama3] [judge.api_key=null] [judge.timeout=120]
   ckpt            a gptft checkpoint (instruct or spam), e.g. outputs/instruct/<time>/checkpoints/best.ckpt
   model           instead of ckpt: a base model, untouched (no fine-tuning), chosen with the keys of
                   python -m gptft.train (model=NAME, model.checkpoint=PATH, ...), on the instruction test split:
                   the zero-shot baseline to read fine-tuned results against
   prompt_style    a base model's prompt format: alpaca (null) | phi3 | chatml (a checkpoint keeps its own)
+  split           test | val: the validation split, to choose between recipes without reading the test split
   out             output folder; default <run folder>/eval (a base model: outputs/instruct/zero-shot/<model
-                  name>). Existing results there are never
+                  name>), with -val appended for split=val. Existing results there are never
                   overwritten: the new ones go to a timestamped subfolder instead
   max_new_tokens  generation budget per response (instruct)
   limit           generate for the first N test entries only (instruct; the test metrics always use all)
@@ -45,12 +47,13 @@ USAGE = """usage: python -m gptft.evaluate (ckpt=PATH | model=NAME [model.<key>=
                   judge.url its root, judge.api_key its key if it needs one)"""
 
 DEFAULTS = {
-    "ckpt": None, "out": None, "max_new_tokens": 256, "limit": None, "device": "auto", "prompt_style": None,
+    "ckpt": None, "split": "test", "out": None, "max_new_tokens": 256, "limit": None, "device": "auto", "prompt_style": None,
     "judge": {"enabled": False, "api": "ollama", "url": "http://localhost:11434", "model": "llama3",
               "api_key": None, "timeout": 120.0},
 }
 TYPES = {"limit": int, "judge.api_key": str}
 RESULT_FILES = ("responses.json", "scores.json")
+SPLITS = ("test", "val")
 
 
 def default_out_dir(ckpt: Path) -> Path:
@@ -58,6 +61,11 @@ def default_out_dir(ckpt: Path) -> Path:
     ckpt = ckpt.resolve()
     run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
     return run / "eval"
+
+
+def suffix(split: str) -> str:
+    """What a default output folder's name gets for `split`: nothing for test, -val for val."""
+    return "" if split == "test" else f"-{split}"
 
 
 def fresh_out_dir(out: Path) -> Path:
@@ -86,6 +94,8 @@ def check_args(args, base: bool = False) -> None:
     """`base`: a base model is evaluated, not a checkpoint."""
     if not args.ckpt and not base:
         raise ConfigError(f"give ckpt=PATH, or model=NAME for a base model\n\n{USAGE}")
+    if args.split not in SPLITS:
+        raise ConfigError(f"split must be {' or '.join(SPLITS)}, got {args.split!r}")
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"limit must be null or a positive integer, got {args.limit!r}")
     if args.max_new_tokens < 1:
@@ -98,7 +108,7 @@ def check_args(args, base: bool = False) -> None:
 
 def generation_scores(task, tokenizer, dm, args, device: str, out: Path) -> tuple[dict, dict]:
     """(generation scores, judge summary); writes responses.json as soon as the responses exist."""
-    entries = dm.test_entries if args.limit is None else dm.test_entries[: args.limit]
+    entries = getattr(dm, f"{args.split}_entries")[: args.limit]
     task.to(device)
     records, prompts, too_long = generate_responses(task.backbone, tokenizer, dm.prompt_style, entries,
                                                     args.max_new_tokens)
@@ -116,7 +126,7 @@ def generation_scores(task, tokenizer, dm, args, device: str, out: Path) -> tupl
 
 
 def evaluate(task, tokenizer, meta: dict, dm, args, out: Path) -> dict:
-    """Score `task` on `dm`'s test split into a fresh `out`; scores.json's content. `meta`: the checkpoint's (or
+    """Score `task` on `dm`'s split `args.split` (test or val) into a fresh `out`; scores.json's content. `meta`: the checkpoint's (or
     the base model's) metadata; args.ckpt None: a base model, named in scores.json by its model config."""
     device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
     out = fresh_out_dir(out)
@@ -124,7 +134,9 @@ def evaluate(task, tokenizer, meta: dict, dm, args, out: Path) -> dict:
     start = time.perf_counter()
     source = {"checkpoint": str(Path(args.ckpt).resolve())} if args.ckpt else {"checkpoint": None,
                                                                                "base_model": meta["model"]}
-    scores = {"task": meta["task"], **source, "test": test_metrics(task, dm.eval_dataloader("test"), device)}
+    split = args.split
+    scores = {"task": meta["task"], **source, "split": split,
+              split: test_metrics(task, dm.eval_dataloader(split), device, split)}
     if meta.get("label_names"):
         names, positive = meta["label_names"], meta.get("positive_index")
         # binary: F1 of the positive class (e.g. spam); more classes: macro F1 (as the task computes it)
@@ -148,4 +160,4 @@ def main(argv: list[str] | None = None) -> dict:
         raise ConfigError(f"{' '.join(model_args)}: a checkpoint (ckpt=) brings its own model; give one or the other")
     model = load(args.ckpt) if args.ckpt else base(*model_args)
     return model.evaluate(args.out, max_new_tokens=args.max_new_tokens, limit=args.limit, device=args.device,
-                          prompt_style=args.prompt_style, judge=vars(args.judge))
+                          prompt_style=args.prompt_style, judge=vars(args.judge), split=args.split)

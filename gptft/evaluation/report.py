@@ -26,11 +26,12 @@ def _judge(judge: dict) -> tuple[str, str]:
 
 
 def summary(scores: dict, out: Path) -> str:
-    test = scores["test"]
+    split = scores.get("split", "test")  # older scores.json: the test split
+    test = scores[split]
     base = scores.get("base_model")
     what = (f"checkpoint {scores['checkpoint']}" if base is None else
             f"base model {base['name']} ({base['checkpoint'] or base['hub_id'] or 'random weights'}), no fine-tuning")
-    lines = [f"gptft evaluate: {scores['task']} {what}", "  test split, the task's own metrics"]
+    lines = [f"gptft evaluate: {scores['task']} {what}", f"  {split} split, the task's own metrics"]
     rows = [(f"{k} ({scores['f1_of']})" if k == "f1" and "f1_of" in scores else k, _value(v))
             for k, v in test.items() if not isinstance(v, list)]
     lines += [f"    {name:<18}{value}" for name, value in rows]

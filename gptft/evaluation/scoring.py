@@ -8,9 +8,10 @@ from torch.utils.data import DataLoader
 from ..progress import progress_bar
 
 
-def test_metrics(task: L.LightningModule, loader: DataLoader, accelerator: str) -> dict:
-    """`task.final["test"]` after its test step has run over every batch of `loader` (fp32)."""
+def test_metrics(task: L.LightningModule, loader: DataLoader, accelerator: str, split: str = "test") -> dict:
+    """`task.final[split]` after its test step has run over every batch of `loader`, the split's (fp32)."""
     trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
                         enable_model_summary=False, callbacks=[progress_bar()])
+    task.test_splits = (split,)
     trainer.test(task, dataloaders=loader, verbose=False)
-    return task.final["test"]
+    return task.final[split]
