@@ -13,7 +13,8 @@ from helpers import compose_cfg
 
 TINY = ["model=smollm2-135m-instruct", "model.pretrained=false", "model.shape.n_layer=2", "trainer.max_epochs=1",
         "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
-        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "task.final_splits=[test]"]
+        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "task.final_splits=[test]",
+        "data.eval_batch_tokens=null"]  # scoring batches of batch_size rows: 2 test batches are 16 messages
 
 
 @pytest.fixture(scope="module")
