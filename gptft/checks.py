@@ -125,6 +125,8 @@ RULES = {
     "trainer.num_nodes": positive_int,
     "task.test_ckpt": test_ckpt,
     "checkpoint.full": boolean,
+    "finetune.compile": boolean,
+    "finetune.activation_checkpointing": boolean,
     "data.stratify": stratify,
     "data.train_rows": optional_positive_int,
     "data.eval_batch_tokens": optional_positive_int,
