@@ -1,5 +1,6 @@
 """The benchmark command: its FLOP estimate, its table and figures, the speed targets checked on the
 recorded run of the README, and a tiny end-to-end run (a spam pair on gpt2-tiny, 1 epoch on a subset)."""
+import argparse
 import csv
 import json
 import operator
@@ -164,6 +165,18 @@ def test_table_uses_each_rows_own_peak_and_names_what_is_missing():
             "(compiling) took 9.5 s against a median step of 50 ms") in text
     md = report.markdown(rows, ["# t"], notes)
     assert "| error |" in md.splitlines()[2] and "exit 1; see log" in md
+
+
+def test_checkpoint_runs_every_row_on_pretrained_weights(tmp_path):
+    args = argparse.Namespace(model="smollm2-135m-instruct", checkpoint="/m/SmolLM2.gguf", quick=False,
+                                          epochs=None, peak_size=128)
+    plan = orchestrate.make_plan(args, tmp_path)
+    assert plan["overrides"] and all("model.checkpoint=/m/SmolLM2.gguf" in ov and "model.pretrained=false" not in ov
+                                     for ov in plan["overrides"].values())
+    _, notes = report.tabulate({}, plan)
+    assert any("pretrained weights of /m/SmolLM2.gguf: the accuracies are real" in n for n in notes)
+    plan = orchestrate.make_plan(argparse.Namespace(**{**vars(args), "checkpoint": None}), tmp_path)
+    assert all("model.pretrained=false" in ov for ov in plan["overrides"].values())
 
 
 def test_quick_tiny_spam_rows(tmp_path, shared_data, tokenizer):

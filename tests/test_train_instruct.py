@@ -11,6 +11,7 @@ from gptft.generate import main as generate_main
 from gptft.models.generation import generate
 from gptft.models.gpt2 import GPT, gpt2_config
 from gptft.data.handoff import TaskData
+from gptft.tasks.head_loss import fused_head_loss
 from gptft.tasks.instruct import InstructTask, target_loss
 from gptft.fit import fit_and_test
 from gptft.train import train
@@ -119,3 +120,40 @@ def test_kv_cache_decoding_matches_recomputation(tokenizer):
     cached = generate(model, ids, 40, use_cache=True)
     plain = generate(model, ids, 40, use_cache=False)
     assert cached == plain and len(cached) == 40
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("precision", ["fp32", "bf16-autocast"])
+def test_fused_head_loss_equals_plain_cross_entropy(bias, precision):
+    # The fused head + loss against head(h).float() and F.cross_entropy: the loss and every gradient.
+    torch.manual_seed(0)
+    head = torch.nn.Linear(64, 50257, bias=bias)
+    h = torch.randn(70, 64, requires_grad=True)  # 70 rows: two full chunks of 32 and a partial one
+    targets = torch.randint(0, 50257, (70,))
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision != "fp32")
+    grads = []
+    for fused in (True, False):
+        head.zero_grad(set_to_none=True)
+        h.grad = None
+        with autocast:
+            if fused:
+                total = fused_head_loss(head, h, targets)
+            else:
+                total = torch.nn.functional.cross_entropy(head(h).float(), targets, reduction="sum")
+        (total / 7).backward()  # a scale other than 1 reaches the backward pass
+        grads.append([total.detach(), h.grad, head.weight.grad] + ([head.bias.grad] if bias else []))
+    tol = {"fp32": 1e-5, "bf16-autocast": 1e-2}[precision]
+    for a, b in zip(*grads):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        assert torch.allclose(a, b, rtol=tol, atol=tol * float(b.abs().max())), float((a - b).abs().max())
+    wrong = fused_head_loss(head, h, targets.roll(1))
+    assert not torch.allclose(wrong, grads[0][0], rtol=1e-3)
+
+
+def test_fused_head_loss_without_gradients_keeps_nothing():
+    head = torch.nn.Linear(16, 50257, bias=False).requires_grad_(False)
+    h, targets = torch.randn(5, 16), torch.randint(0, 50257, (5,))
+    total = fused_head_loss(head, h, targets)
+    assert total.grad_fn is None
+    plain = torch.nn.functional.cross_entropy(head(h), targets, reduction="sum")
+    assert torch.allclose(total, plain, rtol=1e-5)

@@ -54,10 +54,12 @@ def quick_data(out: Path, seed: int, model_overrides: list[str]) -> dict:
 
 
 def make_plan(args, out: Path) -> dict:
-    model = [f"model={args.model}", "model.pretrained=false"]  # random weights: timing only
+    # random weights (timing only) unless a checkpoint gives the real ones, so the accuracies mean something too
+    model = [f"model={args.model}"] + ([f"model.checkpoint={args.checkpoint}"] if args.checkpoint
+                                       else ["model.pretrained=false"])
     epochs = args.epochs or (1 if args.quick else None)
     common = model + QUIET + ([f"trainer.max_epochs={epochs}"] if epochs else [])
-    plan = {"model": args.model, "model_overrides": model, "overrides": {}, "quick": None, "epochs": epochs,
+    plan = {"model": args.model, "checkpoint": args.checkpoint, "model_overrides": model, "overrides": {}, "quick": None, "epochs": epochs,
             "peak_size": args.peak_size}
     if args.quick:
         plan["quick"] = quick_data(out, seed=123, model_overrides=model)
@@ -144,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="1 epoch on a subset of each data set (minutes instead of hours)")
     ap.add_argument("--out", help="output folder (default outputs/bench/<timestamp>)")
     ap.add_argument("--model", default="gpt2", help="model config, with random weights (default gpt2)")
+    ap.add_argument("--checkpoint", help="the model's pretrained weights from this local file or folder "
+                    "(model.checkpoint=...; e.g. the shared SmolLM2 GGUF with --model smollm2-135m-instruct)")
     ap.add_argument("--epochs", type=int, help="override the epochs of every training row (default: the "
                     "recipe's 5 spam / 2 instruct, or 1 with --quick)")
     ap.add_argument("--peak-size", type=int, default=2048, help="n of the n x n x n torch.mm that measures the "

@@ -159,7 +159,9 @@ def tabulate(res: dict, plan: dict) -> tuple[list[dict], list[str]]:
         "improvement, last.ckpt after every validation; small by default: trained tensors, optimizer state in "
         "last.ckpt, and a reference to the frozen body; written in a background thread, so this is copying each "
         "checkpoint plus the wait for the last write), part of wall s.",
-        "- All rows use random weights (model.pretrained=false): timings only, accuracies are not meaningful. "
+        ("- All rows use the pretrained weights of " + plan["checkpoint"] + ": the accuracies are real. "
+         if plan.get("checkpoint") else
+         "- All rows use random weights (model.pretrained=false): timings only, accuracies are not meaningful. ") +
         "Each row runs in its own process; peak RSS is that process's (spam-ddp: its largest process's).",
         "- instruct-book is the book's ch07 recipe (every layer trains) on the benchmark's model, as "
         "experiment=book-ch07 runs it; the default trains the last block, final norm and head instead, so "

@@ -10,6 +10,7 @@ from torchmetrics import SumMetric
 
 from .base import FinetuneTask, exact_sum, split_prefix
 from .finetune import head_trains, replace_head
+from .head_loss import fused_head_loss, fuses
 
 IGNORE = -100
 
@@ -29,10 +30,13 @@ def untie_head(backbone: nn.Module) -> None:
 def target_loss(backbone: nn.Module, h: torch.Tensor, targets: torch.Tensor, targets_only: bool = True):
     """(sum of token losses, number of target tokens).
 
-    targets_only runs the vocabulary-sized head only where a target exists; the result is the same.
+    targets_only runs the vocabulary-sized head only where a target exists, fused with the loss (head_loss.py);
+    the result is the same.
     """
     if targets_only:
         keep = targets != IGNORE
+        if fuses(backbone.head):
+            return fused_head_loss(backbone.head, h[keep], targets[keep]), int(keep.sum())
         logits = backbone.head(h[keep])
         total = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
         return total, int(keep.sum())
