@@ -69,6 +69,15 @@ def test_profile_refuses_a_row_it_cannot_profile(capsys):
     assert stop.value.code == 2 and "invalid choice: 'spam-ddp'" in err and "instruct-fast" in err
 
 
+def test_missing_checkpoint_is_refused_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        orchestrate.main(["--checkpoint", str(tmp_path / "missing.gguf"), "--rows", "spam-fast"])
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # after argparse's usage lines
+    assert stop.value.code == 2 and last.startswith("python -m gptft.bench: error: argument --checkpoint: ")
+    assert "missing.gguf does not exist" in last
+
+
 def test_step_flops_by_hand():
     model = GPT(gpt2_config("gpt2-tiny"))  # 4 blocks, d=64, 12*d^2 weights per block
     replace_head(model, nn.Linear(64, 50257, bias=False))  # untied, as the tasks do: the embedding stays frozen

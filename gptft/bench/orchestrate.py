@@ -59,8 +59,8 @@ def make_plan(args, out: Path) -> dict:
                                        else ["model.pretrained=false"])
     epochs = args.epochs or (1 if args.quick else None)
     common = model + QUIET + ([f"trainer.max_epochs={epochs}"] if epochs else [])
-    plan = {"model": args.model, "checkpoint": args.checkpoint, "model_overrides": model, "overrides": {}, "quick": None, "epochs": epochs,
-            "peak_size": args.peak_size}
+    plan = {"model": args.model, "checkpoint": args.checkpoint, "model_overrides": model, "overrides": {},
+            "quick": None, "epochs": epochs, "peak_size": args.peak_size}
     if args.quick:
         plan["quick"] = quick_data(out, seed=123, model_overrides=model)
     for name, (kind, _, extra) in ROWS.items():
@@ -137,6 +137,13 @@ def parent(args) -> int:
     return 1 if any("error" in r for r in res.values()) else 0
 
 
+def existing_path(text: str) -> str:
+    """--checkpoint: refused in one line before any row starts (each row would fail on it alone)."""
+    if not Path(text).exists():
+        raise argparse.ArgumentTypeError(f"{text} does not exist: give a local .gguf file or a safetensors folder")
+    return str(Path(text).resolve())
+
+
 @friendly_errors
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
@@ -146,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="1 epoch on a subset of each data set (minutes instead of hours)")
     ap.add_argument("--out", help="output folder (default outputs/bench/<timestamp>)")
     ap.add_argument("--model", default="gpt2", help="model config, with random weights (default gpt2)")
-    ap.add_argument("--checkpoint", help="the model's pretrained weights from this local file or folder "
+    ap.add_argument("--checkpoint", type=existing_path, help="the model's pretrained weights from this local file or folder "
                     "(model.checkpoint=...; e.g. the shared SmolLM2 GGUF with --model smollm2-135m-instruct)")
     ap.add_argument("--epochs", type=int, help="override the epochs of every training row (default: the "
                     "recipe's 5 spam / 2 instruct, or 1 with --quick)")
