@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from .short_attention import causal_fp32_backward, wants_fp32_backward
+
 
 class KVCache:
     """Keys and values of one attention layer, grown along the time axis."""
@@ -29,6 +31,8 @@ def causal_attention(q, k, v, past: int, dropout_p: float = 0.0):
     import torch.nn.functional as F
 
     t = q.shape[-2]
+    if past == 0 and wants_fp32_backward(q, k, v, dropout_p):
+        return causal_fp32_backward(q, k, v)
     if past == 0:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
     if t == 1:  # one new token sees everything before it
