@@ -41,15 +41,55 @@ def test_forward_is_sdpa_and_gradients_are_closer_to_exact(t):
         assert err <= (kernel.double() - ref).abs().max() / scale * 1.25 + 1e-3
 
 
-def test_gradients_match_fp32_autograd_of_the_same_math():
+def test_fp32_inputs_give_the_exact_gradients():
     q, k, v, g = qkvg(40, torch.float32, seed=1)
-    ours = grads(causal_fp32_backward, *(x.bfloat16() for x in (q, k, v, g)))
-    ref = grads(sdpa, *(x.bfloat16().float() for x in (q, k, v, g)))
-    for mine, r in zip(ours[1:], ref[1:]):
-        torch.testing.assert_close(mine.float(), r, atol=2e-2 * r.abs().max().item(), rtol=0)
-    # a wrong gradient would be caught: the gradient of another output direction differs
-    other = grads(causal_fp32_backward, *(x.bfloat16() for x in (q, k, v)), -g.bfloat16())
-    assert not torch.allclose(other[1].float(), ref[1], atol=1e-3)
+    ours = grads(causal_fp32_backward, q, k, v, g)
+    exact = grads(sdpa, *(x.double() for x in (q, k, v, g)))
+    for mine, ref in zip(ours, exact):
+        torch.testing.assert_close(mine.double(), ref, atol=1e-5 * ref.abs().max().item(), rtol=0)
+
+
+def test_strided_grouped_and_partial_inputs_as_the_models_pass_them():
+    """q, k, v as the blocks make them: (B, T, H, D) transposed, the KV heads repeated for the query heads (SmolLM2),
+    and gradients wanted for only some of them."""
+    gen = torch.Generator().manual_seed(3)
+    b, t, h, kv, d = 2, 33, 6, 2, 16
+    q0 = torch.randn(b, t, h, d, generator=gen)
+    k0, v0 = (torch.randn(b, t, kv, d, generator=gen) for _ in range(2))
+    g = torch.randn(b, h, t, d, generator=gen)
+
+    def run(fn, dtype, k_grad):
+        q = q0.to(dtype).requires_grad_()
+        k = k0.to(dtype).requires_grad_(k_grad)
+        v = v0.to(dtype).requires_grad_()
+        expand = [x.transpose(1, 2).repeat_interleave(h // kv, dim=1) for x in (k, v)]
+        fn(q.transpose(1, 2), *expand).backward(g.to(dtype))
+        return q.grad, k.grad, v.grad
+
+    for k_grad in (True, False):
+        ours = run(causal_fp32_backward, torch.bfloat16, k_grad)
+        exact = run(sdpa, torch.float64, k_grad)
+        assert (ours[1] is None) == (not k_grad)
+        for mine, ref in zip(ours, exact):
+            if ref is not None:
+                torch.testing.assert_close(mine.double(), ref, atol=1e-2 * ref.abs().max().item(), rtol=0)
+
+
+def test_backward_is_fp32_inside_autocast_and_under_compile():
+    q, k, v, g = qkvg(24, torch.bfloat16, seed=4)
+    plain = grads(causal_fp32_backward, q, k, v, g)
+
+    def in_autocast(*xs):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return causal_fp32_backward(*xs)
+
+    q2, k2, v2 = (x.detach().requires_grad_() for x in (q, k, v))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # backward run inside autocast too
+        causal_fp32_backward(q2, k2, v2).backward(g)
+    compiled = grads(torch.compile(in_autocast, backend="aot_eager", fullgraph=True), q, k, v, g)
+    for a, b_, c in zip(plain[1:], (q2.grad, k2.grad, v2.grad), compiled[1:]):
+        assert torch.equal(a, b_)
+        torch.testing.assert_close(c, a, atol=0, rtol=0)
 
 
 def test_chosen_only_for_short_16_bit_cpu_training_without_dropout():
@@ -61,6 +101,7 @@ def test_chosen_only_for_short_16_bit_cpu_training_without_dropout():
     with torch.no_grad():
         assert not wants_fp32_backward(q, k, v, 0.0)
     assert not wants_fp32_backward(q.float(), k.float(), v.float(), 0.0)  # fp32 has a fast fused backward
+    assert not wants_fp32_backward(q.half(), k.half(), v.half(), 0.0)  # fp16: not measured
     long = [x.requires_grad_() for x in qkvg(MAX_ROW + 1, torch.bfloat16)[:3]]
     assert not wants_fp32_backward(*long, 0.0)
 
