@@ -11,6 +11,7 @@ import lightning as L
 import torch
 from lightning.pytorch.plugins.io import AsyncCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from .checkpoint_io import writes_atomically
 from .errors import CheckpointError, ConfigError
@@ -50,6 +51,11 @@ class BestAndLastCheckpoint(L.Callback):
         self._epoch = 0          # the epoch being trained and the batches it has finished
         self._batches_done = 0
         self._resume_rng: dict | None = None
+
+    @property
+    def saved_step(self) -> int:
+        """The global step of the newest checkpoint written or resumed from (-1: none)."""
+        return self._saved_step
 
     # ---- decisions
     def _score(self, trainer) -> float:
@@ -127,12 +133,25 @@ class BestAndLastCheckpoint(L.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         if not trainer.fast_dev_run and trainer.global_step > self._saved_step:
             self._save_last(trainer)
+        if self._wait_for_writes(trainer):
+            trainer.strategy.barrier("gptft: checkpoints written")  # rank 0 writes them; every rank reads best.ckpt
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        """SIGTERM (a kill, a cluster's pre-emption): Lightning stops after a finished training step; last.ckpt then
+        holds that step, so resuming loses nothing (not inside a validation, whose loop is half run)."""
+        if (isinstance(exception, SIGTERMException) and trainer.training and trainer.global_step > 0
+                and not self._skip(trainer)):
+            self._save_last(trainer)
+            self._wait_for_writes(trainer)
+
+    def _wait_for_writes(self, trainer) -> bool:
+        """Whether writes ran in the background; if so, every file is in place (or its error raised) on return."""
         io = trainer.strategy.checkpoint_io
-        if isinstance(io, AsyncCheckpointIO):  # every file in place (or its error raised) before scoring reads best.ckpt
+        if isinstance(io, AsyncCheckpointIO):
             start = time.perf_counter()
             io.teardown()
             self.write_s += time.perf_counter() - start
-            trainer.strategy.barrier("gptft: checkpoints written")  # rank 0 writes them; every rank reads best.ckpt
+        return isinstance(io, AsyncCheckpointIO)
 
     # ---- what a checkpoint keeps of this callback: plain values and the generators' state tensors
     def state_dict(self) -> dict:

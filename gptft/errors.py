@@ -32,6 +32,15 @@ class CommandExit(SystemExit):
         self.code = 2  # an int code: the interpreter exits with it and prints nothing more
 
 
+class Stopped(SystemExit):
+    """A run stopped by SIGTERM: exit status 143 (128 + 15, what a shell reports for a process the signal
+    killed), never 0, so a script or scheduler does not take it for a finished run; str() is the message."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.code = 143
+
+
 def friendly_errors(fn):
     """An entry point's `main`: a GptftError becomes `error: <message>` on stderr and exit status 2.
     Every other exception propagates with its traceback; GPTFT_DEBUG=1 shows the traceback of a GptftError too."""

@@ -3,9 +3,11 @@ print the summary. The heavy half of `python -m gptft.train` (torch, Lightning),
 its checks, so that a bad command line fails in a second."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -15,12 +17,13 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from .atomic import write_json
 from .checkpoint_callback import BestAndLastCheckpoint
 from .checkpoint_io import background_atomic_io
-from .errors import ConfigError
+from .errors import ConfigError, Stopped
 from .memory import peak_rss_mib, reset_peak_rss
 from .models.build import build_backbone
 from .tasks.base import split_prefix
@@ -100,13 +103,15 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, callbacks: tuple = ()) -> dict:
         use_distributed_sampler=False,  # the data module shards every split itself, without padding (EvalBatches)
     )
     refuse_self_launch_in_sweep(trainer)
-    trainer.fit(task, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)
     ckpt = next((c for c in trainer.callbacks if isinstance(c, BestAndLastCheckpoint)), None)
+    with stopped_by_sigterm(trainer, ckpt, "training"):
+        trainer.fit(task, datamodule=dm, ckpt_path=cfg.ckpt_path, weights_only=True)
     last = (ckpt.last_model_path or None) if ckpt else None
     best = (ckpt.best_model_path or last) if ckpt else None
     scored = best if cfg.task.test_ckpt == "best" else last
-    trainer.test(task, dataloaders=[dm.eval_dataloader(s) for s in task.test_splits], ckpt_path=scored, verbose=False,
-                 weights_only=True)
+    with stopped_by_sigterm(trainer, ckpt, "scoring"):
+        trainer.test(task, dataloaders=[dm.eval_dataloader(s) for s in task.test_splits], ckpt_path=scored,
+                     verbose=False, weights_only=True)
     extra = task.after_test(run_dir, scored)  # a classifier: its calibration into the scored checkpoint, plots/
     flat = {f"{s}/{k}": v for s, d in task.final.items() for k, v in d.items() if not isinstance(v, list)}  # "val/acc"
     per_rank = across_ranks(trainer, task)  # every rank takes part; the scores are the same on all of them
@@ -135,6 +140,26 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, callbacks: tuple = ()) -> dict:
     metrics["flat"] = flat
     write_json(run_dir / "metrics.json", metrics)
     return metrics
+
+
+@contextlib.contextmanager
+def stopped_by_sigterm(trainer: L.Trainer, ckpt: BestAndLastCheckpoint | None, doing: str):
+    """Lightning ends fit/test on SIGTERM with a SystemExit whose status is 0; say where the run stopped and how
+    to go on, and exit 143."""
+    try:
+        yield
+    except SIGTERMException:
+        last = ckpt.last_model_path if ckpt else ""
+        if doing == "scoring":
+            then = f"training had finished; score its checkpoint with python -m gptft.evaluate ckpt={last}"
+        elif last:
+            then = f"resume with ckpt_path={last} (step {ckpt.saved_step})"
+        else:
+            then = "no checkpoint was written yet"
+        message = f"stopped by SIGTERM while {doing}, after step {trainer.global_step}: {then}"
+        log.warning(message)
+        print(f"stopped: {message}", file=sys.stderr, flush=True)
+        raise Stopped(message) from None
 
 
 def refuse_self_launch_in_sweep(trainer: L.Trainer) -> None:

@@ -290,3 +290,46 @@ def test_the_checkpoint_callback_refuses_a_trainer_without_atomic_writes(tmp_pat
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, callbacks=[ckpt], max_steps=1)
     with pytest.raises(ConfigError, match="AtomicCheckpointIO"):
         trainer.fit(Fits(), train_dataloaders=torch.utils.data.DataLoader(list(range(4))))
+
+
+def test_sigterm_stops_the_frozen_prefix_pass(tmp_path, shared_data):
+    """Lightning acts on SIGTERM (a `kill`, a cluster's pre-emption) only between steps; the frozen-prefix pass
+    before the first step can take minutes on a real model, so it looks too and stops at its next batch."""
+    from gptft.fit import fit_and_test
+    from helpers import compose_cfg
+
+    class TermAtTrainStart(L.Callback):  # callbacks' on_train_start runs before the task's, which fills the cache
+        def on_train_start(self, trainer, pl_module):
+            self.task = pl_module
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    term = TermAtTrainStart()
+    with pytest.raises(SystemExit) as stopped:
+        fit_and_test(compose_cfg(tmp_path, *QUICK), tmp_path, callbacks=(term,))
+    assert stopped.value.code == 143 and "no checkpoint was written yet" in str(stopped.value)
+    assert term.task.prefix_cache is not None and len(term.task.prefix_cache) == 0
+    assert term.task.global_step == 0
+
+
+def test_sigterm_saves_its_step_and_the_resumed_run_equals_the_whole_one(tmp_path):
+    """A SIGTERM mid-epoch, between validations: last.ckpt gets that step, the run exits 143 (not Lightning's 0)
+    with one line saying how to resume, and the resumed run ends bit for bit as the uninterrupted one."""
+    recipe = ["trainer.max_epochs=2", "trainer.limit_train_batches=60", "trainer.val_check_interval=20",
+              "model.dropout=0.1", "optimizer.lr=1e-3"]
+    tmpdir = tmp_path / "tmp"
+    whole = _start(tmp_path / "whole", tmpdir, *recipe)
+    termed = _start(tmp_path / "termed", tmpdir, *recipe)
+    last = tmp_path / "termed" / "checkpoints" / "last.ckpt"
+    assert _wait_for(last.exists, termed, poll_s=0.01), "the run ended before its first checkpoint"
+    time.sleep(0.2)  # a few steps past the step-20 checkpoint
+    termed.send_signal(signal.SIGTERM)
+    _, err = termed.communicate(timeout=600)
+    step = _load(last)["global_step"]
+    assert termed.returncode == 143, err[-2000:]
+    assert 20 < step < 120 and f"resume with ckpt_path={last} (step {step})" in err.splitlines()[-1], err[-2000:]
+    assert not (tmp_path / "termed" / "metrics.json").exists()
+    _finish(whole)
+    _finish(_start(tmp_path / "resumed", tmpdir, *recipe, f"ckpt_path={last}"))
+    final, resumed_final = _final_state(tmp_path / "whole"), _final_state(tmp_path / "resumed")
+    assert all(torch.equal(final[k], resumed_final[k]) for k in final), "weights differ"
+    assert _splits(tmp_path / "resumed") == _splits(tmp_path / "whole")

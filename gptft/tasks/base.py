@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 
 import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 import torch
 import torch.nn as nn
 from torchmetrics import MeanMetric, Metric, SumMetric
@@ -144,6 +145,8 @@ class FinetuneTask(L.LightningModule):
         with self.trainer.precision_plugin.forward_context(), linears_cast_once(bb.blocks[: self.boundary],
                                                                                  self.device.type):
             for batch in iterate(batches, "filling the frozen-prefix cache", sum(map(len, loaders)), "batches"):
+                if self.trainer.received_sigterm:  # Lightning looks only between steps; this pass can take minutes
+                    raise SIGTERMException
                 batch = self.transfer_batch_to_device(batch, self.device, 0)
                 self.prefix_cache.fill(bb, batch["input_ids"], batch["lengths"], batch["example_id"])
         log.info("frozen-prefix cache filled: %d examples", len(self.prefix_cache))
