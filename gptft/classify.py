@@ -8,6 +8,7 @@ import torch
 
 from .cli_args import command, parse
 from .data.collate import ClassificationCollate
+from .data.prompts import encode_texts
 from .errors import ConfigError
 from .progress import iterate
 from .tasks.class_metrics import decide, probabilities
@@ -48,15 +49,17 @@ def classify(task, tokenizer, texts: list[str], batch_size: int = 16) -> list[di
     collate = ClassificationCollate(tokenizer.pad_id, pad_width)
     names = task.label_names
     temperature, threshold = rule(task)
+    data = (getattr(task, "meta", None) or {}).get("data_args") or {}  # how training read its texts
     out = []
     for start in iterate(range(0, len(texts), batch_size), "classifying", unit="batches"):
         chunk = texts[start : start + batch_size]
-        ids = [tokenizer.encode(t) or [tokenizer.eot_id] for t in chunk]
-        examples = [{"input_ids": x[:limit], "label": 0, "example_id": i} for i, x in enumerate(ids)]
+        encoded = encode_texts(tokenizer, chunk, data.get("prompt_style"), data.get("instruction"), limit)
+        examples = [{"input_ids": x or [tokenizer.eot_id], "label": 0, "example_id": i}
+                    for i, (x, _) in enumerate(encoded)]
         probs = probabilities(task(collate(examples)), temperature)
-        for text, x, p, pred in zip(chunk, ids, probs, decide(probs, task.positive_index, threshold)):
+        for text, (_, cut), p, pred in zip(chunk, encoded, probs, decide(probs, task.positive_index, threshold)):
             out.append({"text": text, "label": names[int(pred)],
-                        "probs": {n: float(v) for n, v in zip(names, p)}, "truncated": len(x) > limit})
+                        "probs": {n: float(v) for n, v in zip(names, p)}, "truncated": cut})
     return out
 
 

@@ -88,3 +88,30 @@ def get_prompt_style(name: str | PromptStyle) -> PromptStyle:
         return STYLES[name]()
     except KeyError:
         raise GptftError(f"unknown prompt style {name!r}; valid names: {', '.join(sorted(STYLES))}") from None
+
+
+def encode_texts(tokenizer, texts: list[str], style: str | None = None, instruction: str | None = None,
+                 limit: int | None = None) -> list[tuple[list[int], bool]]:
+    """(token ids, whether cut) of each text as a classifier reads it: the text itself, or with `style` the
+    user turn of that prompt style (`instruction`, then the text), ending where the answer would begin, so the
+    pooled last token is the model's state before it answers. Training, evaluate, classify and serve all read
+    texts through here. A text over `limit` tokens keeps its first ones; a prompted one is shortened inside the
+    text, so the prompt's closing markup stays."""
+    if style is None:
+        encode_batch = getattr(tokenizer, "encode_batch", None)
+        encoded = encode_batch(texts) if encode_batch else [tokenizer.encode(t) for t in texts]
+        return [(ids[:limit], True) if limit is not None and len(ids) > limit else (ids, False) for ids in encoded]
+    prompt, instruction = get_prompt_style(style), str(instruction)  # a YAML number is read as text
+    out = []
+    for text in texts:
+        ids = prompt.encode_prompt(tokenizer, {"instruction": instruction, "input": text})
+        own, keep = None, None
+        while limit is not None and len(ids) > limit:
+            own = tokenizer.encode(text) if own is None else own
+            keep = max((len(own) if keep is None else keep) - (len(ids) - limit), 0)
+            ids = prompt.encode_prompt(tokenizer, {"instruction": instruction, "input": tokenizer.decode(own[:keep])})
+            if keep == 0 and len(ids) > limit:
+                raise GptftError(f"data.instruction in prompt style {style} takes {len(ids)} tokens, more than the "
+                                 f"limit of {limit}: shorten the instruction")
+        out.append((ids, own is not None))
+    return out

@@ -11,6 +11,7 @@ from gptft.data.base import DataError, TextDataModule
 from gptft.data.collate import ClassificationCollate
 from gptft.data.download import SMS_SPAM
 from gptft.data.handoff import TaskData
+from gptft.data.prompts import STYLES, encode_texts
 from gptft.data.tables import MAX_CLASSES, read_rows, resolve_labels
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,9 @@ class SpamDataModule(TextDataModule):
     eval_batch_tokens: None, or evaluation batches of short rows grow past batch_size up to this many tokens
       (ignored under pad_to, whose batches stay the book's).
     max_classes: refuse more distinct labels than this (a label column of free text, not classes).
+    prompt_style / instruction: None (the text as it is), or a prompt style (alpaca, phi3, chatml) in which each
+      text becomes the user turn after `instruction`: an instruction-tuned model is asked, and its state where
+      the answer would begin is classified (see `gptft.data.prompts.encode_texts`).
     Examples are dicts {example_id, input_ids, label}; example_id indexes `self.texts`.
     """
 
@@ -68,6 +72,8 @@ class SpamDataModule(TextDataModule):
         max_classes: int = MAX_CLASSES,
         encoding: str = "auto",
         header: bool = True,
+        prompt_style: str | None = None,
+        instruction: str | None = None,
     ):
         if balance not in BALANCES:
             raise DataError(f"data.balance must be one of {', '.join(BALANCES)}, got {balance!r}")
@@ -79,6 +85,12 @@ class SpamDataModule(TextDataModule):
             raise DataError(f"data.header must be true or false, got {header!r}")
         if isinstance(max_classes, bool) or not isinstance(max_classes, int) or max_classes < 2:
             raise DataError(f"data.max_classes must be an integer >= 2, got {max_classes!r}")
+        if prompt_style is not None and prompt_style not in STYLES:
+            raise DataError(f"data.prompt_style must be null or one of {', '.join(STYLES)}, got {prompt_style!r}")
+        if (prompt_style is None) != (instruction is None) or (instruction is not None and not str(instruction).strip()):
+            raise DataError(f"data.prompt_style and data.instruction go together (got {prompt_style!r} and "
+                            f"{instruction!r}): e.g. data.prompt_style=chatml data.instruction='Is this message "
+                            f"spam?', or both null for the plain text")
         super().__init__(tokenizer, path, batch_size, num_workers, seed, max_length, bucket, eval_batch_tokens)
         if isinstance(pad_to, int) and max_length is not None and pad_to > max_length:
             raise DataError(f"data.pad_to={pad_to} exceeds max_length={max_length} (the model's context)")
@@ -99,6 +111,7 @@ class SpamDataModule(TextDataModule):
         self.max_classes = max_classes
         self.encoding = encoding
         self.header = header
+        self.prompt_style, self.instruction = prompt_style, instruction
         self._label_names: list[str] | None = None
 
     # the model's head needs these before fit() runs setup; reading the file here is cheap
@@ -200,16 +213,12 @@ class SpamDataModule(TextDataModule):
 
     def _tokenize(self, keep: np.ndarray) -> dict[int, list[int]]:
         texts = [self.texts[i] for i in keep]
-        encode_batch = getattr(self.tokenizer, "encode_batch", None)
-        encoded = encode_batch(texts) if encode_batch else [self.tokenizer.encode(t) for t in texts]
-        long = 0
-        if self.max_length is not None:
-            long = sum(len(ids) > self.max_length for ids in encoded)
-            if long:
-                log.warning("%d of %d texts truncated to %d tokens", long, len(encoded), self.max_length)
-            encoded = [ids[: self.max_length] for ids in encoded]
+        encoded = encode_texts(self.tokenizer, texts, self.prompt_style, self.instruction, self.max_length)
+        long = sum(cut for _, cut in encoded)
+        if long:
+            log.warning("%d of %d texts truncated to %d tokens", long, len(encoded), self.max_length)
         self.report["truncated"] = long
-        return {int(i): ids for i, ids in zip(keep, encoded)}
+        return {int(i): ids for i, (ids, _) in zip(keep, encoded)}
 
     def _resolve_pad_to(self) -> int | None:
         if self.pad_to is None:

@@ -46,11 +46,21 @@ def model_card(meta: dict, ckpt: Path, files: str, usage: str) -> str:
         f"- Source checkpoint: `{ckpt}`",
         f"- Data: {meta['data_class']}, " + (f"`{data['path']}`" if data.get("path") else "its default data file")
         + (f", split {data.get('split')}" if data.get("split") is not None else ""),
-        f"- Recipe: {recipe}", f"- Files: {files}", "",
+        f"- Recipe: {recipe}", f"- Files: {files}", *_input_line(data), "",
         SCORES, "", *_scores(run_metrics(ckpt)), "",
         "## Use", "", usage, "",
     ]
     return "\n".join(lines)
+
+
+def _input_line(data: dict) -> list[str]:
+    """A prompted classifier (data.prompt_style) reads each text inside its prompt: say exactly how."""
+    if data.get("instruction") is None:  # instruction data modules have a prompt style but no instruction
+        return []
+    from ..data.prompts import get_prompt_style
+    shown = get_prompt_style(data["prompt_style"]).prompt({"instruction": data["instruction"], "input": "{text}"})
+    return [f"- Input: each text is classified inside this prompt ({data['prompt_style']}, special markers as "
+            f"their token ids), read at its last token: `{json.dumps(shown)[1:-1]}`"]
 
 
 def _cell(text: str):
