@@ -137,10 +137,14 @@ class BestAndLastCheckpoint(L.Callback):
             trainer.strategy.barrier("gptft: checkpoints written")  # rank 0 writes them; every rank reads best.ckpt
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        """SIGTERM (a kill, a cluster's pre-emption): Lightning stops after a finished training step; last.ckpt then
-        holds that step, so resuming loses nothing (not inside a validation, whose loop is half run)."""
-        if (isinstance(exception, SIGTERMException) and trainer.training and trainer.global_step > 0
-                and not self._skip(trainer)):
+        """SIGTERM (a kill, a cluster's pre-emption): Lightning stops after a finished training batch; last.ckpt then
+        holds that step, so resuming loses nothing. Not inside a validation (its loop is half run), nor inside a
+        gradient accumulation window (its gradients are in no checkpoint), nor with several processes (they may
+        stop a step apart, and saving waits for all of them)."""
+        window = self._batches_done % trainer.accumulate_grad_batches == 0 or (
+            self._batches_done >= trainer.num_training_batches)
+        if (isinstance(exception, SIGTERMException) and trainer.training and trainer.global_step > 0 and window
+                and trainer.world_size == 1 and not self._skip(trainer)):
             self._save_last(trainer)
             self._wait_for_writes(trainer)
 

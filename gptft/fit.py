@@ -109,7 +109,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, callbacks: tuple = ()) -> dict:
     last = (ckpt.last_model_path or None) if ckpt else None
     best = (ckpt.best_model_path or last) if ckpt else None
     scored = best if cfg.task.test_ckpt == "best" else last
-    with stopped_by_sigterm(trainer, ckpt, "scoring"):
+    with stopped_by_sigterm(trainer, ckpt, "scoring", scored):
         trainer.test(task, dataloaders=[dm.eval_dataloader(s) for s in task.test_splits], ckpt_path=scored,
                      verbose=False, weights_only=True)
     extra = task.after_test(run_dir, scored)  # a classifier: its calibration into the scored checkpoint, plots/
@@ -143,7 +143,7 @@ def fit_and_test(cfg: DictConfig, run_dir: Path, callbacks: tuple = ()) -> dict:
 
 
 @contextlib.contextmanager
-def stopped_by_sigterm(trainer: L.Trainer, ckpt: BestAndLastCheckpoint | None, doing: str):
+def stopped_by_sigterm(trainer: L.Trainer, ckpt: BestAndLastCheckpoint | None, doing: str, scored: str | None = None):
     """Lightning ends fit/test on SIGTERM with a SystemExit whose status is 0; say where the run stopped and how
     to go on, and exit 143."""
     try:
@@ -151,7 +151,7 @@ def stopped_by_sigterm(trainer: L.Trainer, ckpt: BestAndLastCheckpoint | None, d
     except SIGTERMException:
         last = ckpt.last_model_path if ckpt else ""
         if doing == "scoring":
-            then = f"training had finished; score its checkpoint with python -m gptft.evaluate ckpt={last}"
+            then = f"training had finished; score {scored} with python -m gptft.evaluate ckpt={scored}"
         elif last:
             then = f"resume with ckpt_path={last} (step {ckpt.saved_step})"
         else:

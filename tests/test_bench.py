@@ -144,7 +144,7 @@ def test_report_states_the_figures():
 
 def test_table_uses_each_rows_own_peak_and_names_what_is_missing():
     res = {
-        "matmul-peak": {"peak_fp32": 1e11, "peak_bf16": 4e11, "peak_rss_mib": 300.0},
+        "matmul-peak": {"peak_fp32": 1e11, "peak_bf16": 4e11, "bf16_size": 512, "peak_rss_mib": 300.0},
         "spam-book": {**_train(100.0, 80.0, 5.0, 15.0, None, 1.0, 30.0, 0.5, 1500.0, 50.0, "acc"), "dtype": "fp32",
                       "pad_to": 132, "recipe": "r"},
         "spam-fast": {**_train(8.0, 5.0, 1.0, 1.0, None, 16.0, 480.0, 0.5, 1700.0, 100.0, "acc"), "dtype": "bf16",
@@ -161,6 +161,9 @@ def test_table_uses_each_rows_own_peak_and_names_what_is_missing():
     by = {r["row"]: r for r in rows}
     assert by["spam-book"]["pct_peak"] == pytest.approx(50.0)  # the global fp32 peak
     assert by["spam-fast"]["pct_peak"] == pytest.approx(20.0)  # its own measured bf16 peak
+    assert by["matmul-peak-fp32"]["setup"] == "torch.mm 2048x2048x2048 in fp32, best of 5"
+    assert by["matmul-peak-bf16"]["setup"] == ("torch.mm 512x512x512 in bf16, best of 5 (emulated: this CPU has no "
+                                               "native bf16, so a smaller mm)")
     assert by["instruct-fast"]["error"] == "exit 1; see log" and "wall_s" not in by["instruct-fast"]
     text = "\n".join(notes)
     assert "evaluation): 12.5x (16.0x examples/s)\n" in text  # no checkpoint times: no figure without them

@@ -10,7 +10,9 @@ import gptft
 from gptft.data.prompts import encode_texts
 from gptft.data.spam import SpamDataModule
 from gptft.errors import GptftError
-from gptft.export.card import model_card
+from gptft.classify import classify
+from gptft.export.command import export_task
+from gptft.export.folder import load_folder
 from gptft.models.hf_tokenizer import HFTokenizer
 from gptft.models.llama_weights import read_gguf
 from gptft.tasks.class_metrics import probabilities
@@ -63,6 +65,8 @@ def test_prompt_settings_go_together(shared_data, tokenizer):
     for style, instruction in (("chatml", None), (None, ASK), ("chatml", "  "), ("llama3", ASK)):
         with pytest.raises(GptftError, match="data.prompt_style"):
             SpamDataModule(tokenizer, prompt_style=style, instruction=instruction)
+    with pytest.raises(GptftError, match="data.pad_to=longest_train cuts rows at their end"):
+        SpamDataModule(tokenizer, prompt_style="chatml", instruction=ASK, pad_to="longest_train")
 
 
 def test_classify_reads_texts_in_the_checkpoints_prompt(shared_data, tmp_path, tokenizer):
@@ -85,6 +89,12 @@ def test_classify_reads_texts_in_the_checkpoints_prompt(shared_data, tmp_path, t
     got = torch.tensor([[r["probs"][n] for n in model.label_names] for r in got])
     torch.testing.assert_close(got, want.float(), rtol=0, atol=1e-6)
     assert not torch.allclose(got, unprompted.float(), atol=1e-4)  # the prompt changes what the model sees
-    card = model_card(model.meta, run.best_ckpt, "model.safetensors", "-")
-    assert f"- Input: each text is classified inside this prompt (alpaca" in card
+    # an exported folder keeps the prompt: gptft's serve (load_folder) reads texts in it, the card shows it
+    export_task(model.task, model.tokenizer, model.meta, str(run.best_ckpt), tmp_path / "hf")
+    task, tok, _ = load_folder(tmp_path / "hf")
+    exported = classify(task, tok, [dm.texts[e["example_id"]] for e in rows])
+    exported = torch.tensor([[r["probs"][n] for n in model.label_names] for r in exported])
+    torch.testing.assert_close(exported, want.float(), rtol=0, atol=1e-5)
+    card = (tmp_path / "hf" / "README.md").read_text()
+    assert "- Input: each text is classified inside this prompt (alpaca" in card
     assert f"### Instruction:\\n{ASK}\\n\\n### Input:\\n{{text}}\\n\\n### Response:\\n`" in card

@@ -66,7 +66,9 @@ def table_rows(res: dict, peak_size: int) -> list[dict]:
     rows = []
     for dtype in ("fp32", "bf16"):
         if f"peak_{dtype}" in peak:
-            rows.append({"row": f"matmul-peak-{dtype}", "setup": f"torch.mm {peak_size}x{peak_size}x{peak_size} in {dtype}, best of 5",
+            n = peak.get(f"{dtype}_size", peak_size)
+            emulated = " (emulated: this CPU has no native bf16, so a smaller mm)" if n < peak_size else ""
+            rows.append({"row": f"matmul-peak-{dtype}", "setup": f"torch.mm {n}x{n}x{n} in {dtype}, best of 5{emulated}",
                          "gflops": peak[f"peak_{dtype}"] / 1e9, "peak_rss_mib": peak["peak_rss_mib"], "dtype": dtype})
     for name, (kind, setup, _) in ROWS.items():
         r = res.get(name)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 DECODE_TOKENS = 256
+EMULATED_BF16_SIZE = 512  # the matmul peak's bf16 mm on a CPU without native bf16 (seconds instead of minutes)
 # --quick trains 1 epoch on a fixed subset of the data rather than on `limit_*_batches`:
 # a subset keeps whole epochs and full evaluations, so the prefix cache sees each example
 # the way it does in a real run (limited batches would mostly evaluate unseen examples).

@@ -91,6 +91,9 @@ class SpamDataModule(TextDataModule):
             raise DataError(f"data.prompt_style and data.instruction go together (got {prompt_style!r} and "
                             f"{instruction!r}): e.g. data.prompt_style=chatml data.instruction='Is this message "
                             f"spam?', or both null for the plain text")
+        if prompt_style is not None and pad_to is not None:
+            raise DataError(f"data.pad_to={pad_to} cuts rows at their end, which would drop the prompt's closing "
+                            f"markup that data.prompt_style={prompt_style} is read at; use data.pad_to=null")
         super().__init__(tokenizer, path, batch_size, num_workers, seed, max_length, bucket, eval_batch_tokens)
         if isinstance(pad_to, int) and max_length is not None and pad_to > max_length:
             raise DataError(f"data.pad_to={pad_to} exceeds max_length={max_length} (the model's context)")

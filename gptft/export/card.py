@@ -58,7 +58,7 @@ def _input_line(data: dict) -> list[str]:
     if data.get("instruction") is None:  # instruction data modules have a prompt style but no instruction
         return []
     from ..data.prompts import get_prompt_style
-    shown = get_prompt_style(data["prompt_style"]).prompt({"instruction": data["instruction"], "input": "{text}"})
+    shown = get_prompt_style(data["prompt_style"]).prompt({"instruction": str(data["instruction"]), "input": "{text}"})
     return [f"- Input: each text is classified inside this prompt ({data['prompt_style']}, special markers as "
             f"their token ids), read at its last token: `{json.dumps(shown)[1:-1]}`"]
 

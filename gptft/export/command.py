@@ -76,6 +76,9 @@ def build_hf(task, tokenizer, meta, kind: str, dtype: str):
     tensors = hf_state_dict(backbone, kind, getattr(task, "pooling", None))
     tensors = {k: v.to(getattr(torch, HF_DTYPES[dtype])).contiguous() for k, v in tensors.items()}
     config = hf_config(backbone, kind, tokenizer, meta.get("label_names"), HF_DTYPES[dtype])
+    data = meta.get("data_args") or {}
+    if kind == "classifier" and data.get("instruction") is not None:  # gptft's serve reads it back (load_folder)
+        config["gptft_prompt"] = {"style": data["prompt_style"], "instruction": str(data["instruction"])}
     template = chat.jinja_template(meta["prompt_style"]) if kind == "lm" else None
     tok = tokenizer_files.backend(meta["tokenizer"])
     gen = {"bos_token_id": config["bos_token_id"], "eos_token_id": tokenizer.eot_id,

@@ -68,6 +68,17 @@ def _labels(config: dict, folder: Path) -> list[str]:
     return [str(id2label[str(i)]) for i in range(len(id2label))]
 
 
+def _prompt(config: dict, folder: Path) -> dict:
+    """A prompted classifier's prompt (config.json's gptft_prompt, written by gptft's export) as classify reads it."""
+    prompt = config.get("gptft_prompt")
+    if prompt is None:
+        return {}
+    if not (isinstance(prompt, dict) and prompt.get("style") in STYLES and isinstance(prompt.get("instruction"), str)):
+        raise CheckpointError(f"{folder}/config.json: gptft_prompt {prompt!r} is not a prompt style "
+                              f"({', '.join(STYLES)}) and an instruction; export the checkpoint again")
+    return {"prompt_style": prompt["style"], "instruction": prompt["instruction"]}
+
+
 def _tokenizer(folder: Path) -> HFTokenizer:
     try:
         return HFTokenizer.from_folder(folder)
@@ -172,7 +183,7 @@ def load_folder(path: str | Path, expect_task: type | None = None, key: str = "c
     style = _style(tokenizer, folder) if kind == "lm" else None
     meta = {"task": card.get("task") or kind, "arch": arch, "tokenizer": tokenizer.spec(),
             "label_names": labels, "positive_index": None, "pad_width": None, "prompt_style": style,
-            "model": {"name": card.get("base_model") or hf_class},
+            "model": {"name": card.get("base_model") or hf_class}, "data_args": _prompt(config, folder),
             "exported": {"folder": str(folder.resolve()), "architecture": hf_class, "dtype": config.get("dtype"),
                          "model_card": card or None}}
     args = {"pooling": "last_token", "head_bias": False} if kind == "classifier" else {
