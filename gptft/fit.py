@@ -158,7 +158,7 @@ def stopped_by_sigterm(trainer: L.Trainer, ckpt: BestAndLastCheckpoint | None, d
             then = "no checkpoint was written yet"
         message = f"stopped by SIGTERM while {doing}, after step {trainer.global_step}: {then}"
         log.warning(message)
-        print(f"stopped: {message}", file=sys.stderr, flush=True)
+        print(message, file=sys.stderr, flush=True)
         raise Stopped(message) from None
 
 
