@@ -310,8 +310,29 @@ def test_bad_tables(tmp_path, tokenizer):
     assert "data.sep" in error_of(tokenizer, path, text_column="msg")
 
 
+def test_train_on_dropped_keeps_val_and_test_and_adds_the_rest_to_train(sms, tokenizer, shared_data):
+    dm = SpamDataModule(tokenizer, train_on_dropped=True)
+    dm.setup()
+    assert ids(dm.val_set) == ids(sms.val_set) and ids(dm.test_set) == ids(sms.test_set)  # the same balanced splits
+    held_out = {sms.texts[i] for i in ids(sms.val_set) + ids(sms.test_set)}
+    added = set(ids(dm.train_set)) - set(ids(sms.train_set))
+    assert set(ids(sms.train_set)) <= set(ids(dm.train_set)) and len(ids(dm.train_set)) == len(set(ids(dm.train_set)))
+    # no held-out text joins train: the overlaps are only those the balanced split had already
+    assert (dm.report["test_in_train"], dm.report["val_in_train"]) == (sms.report["test_in_train"], sms.report["val_in_train"])
+    assert not {dm.texts[i] for i in added} & held_out
+    # every row of the file is in a split but for those whose text is held out
+    left = set(range(5574)) - set(ids(dm.train_set) + ids(dm.val_set) + ids(dm.test_set))
+    assert left and all(dm.texts[i] in held_out for i in left)
+    assert len(added) == dm.report["dropped_rows_added_to_train"] == 5574 - 1494 - len(left)
+    assert {sms.label_names[ex["label"]] for ex in dm.train_set if ex["example_id"] in added} == {"ham"}
+    ham, spam = (sum(ex["label"] == c for ex in dm.train_set) for c in (0, 1))
+    assert dm.class_weights() == pytest.approx((len(dm.train_set) / (2 * ham), len(dm.train_set) / (2 * spam)))
+    assert SpamDataModule(tokenizer).class_weights() is None
+
+
 def test_bad_arguments(tokenizer):
-    for kwargs, text in [({"balance": "over"}, "data.balance"), ({"pad_to": "longest"}, "data.pad_to"),
+    for kwargs, text in [({"balance": "over"}, "data.balance"), ({"balance": "none", "train_on_dropped": True},
+                                                                 "needs data.balance=undersample"), ({"pad_to": "longest"}, "data.pad_to"),
                          ({"split": (0.5, 0.5)}, "data.split"), ({"split": (0.7, 0.3, 0.0)}, "data.split"),
                          ({"max_length": 8, "pad_to": 16}, "exceeds max_length")]:
         with pytest.raises(GptftError, match=text):

@@ -30,6 +30,8 @@ class SpamDataModule(TextDataModule):
     encoding: the file's text encoding; "auto" reads UTF-8, else cp1252, else Latin-1 (with a warning).
     balance: "undersample" (every class down to the smallest), "none" (every row) or "weighted" (every row; the
       classifier's training loss weighs each class by n / (classes * n_class), see `class_weights`).
+    train_on_dropped: with balance="undersample", val and test stay balanced while the rows undersampling leaves
+      out join the train split (those whose text is in val or test excepted), under the class-weighted loss.
     stratify: split each class in the split's proportions ("auto": yes, except the SMS Spam Collection under
       balance=undersample, which keeps the plain shuffled split its published results were measured on).
     split: train/val/test fractions; train = int(n*f0), val = int(n*f1), test = the rest.
@@ -74,9 +76,15 @@ class SpamDataModule(TextDataModule):
         header: bool = True,
         prompt_style: str | None = None,
         instruction: str | None = None,
+        train_on_dropped: bool = False,
     ):
         if balance not in BALANCES:
             raise DataError(f"data.balance must be one of {', '.join(BALANCES)}, got {balance!r}")
+        if train_on_dropped not in (True, False) or (train_on_dropped and balance != "undersample"):
+            raise DataError(f"data.train_on_dropped=true adds the rows data.balance=undersample leaves out to the "
+                            f"train split, so it needs data.balance=undersample (got data.balance={balance}, "
+                            f"data.train_on_dropped={train_on_dropped!r}); data.balance=none or weighted trains on "
+                            f"every row already")
         if stratify not in (True, False, "auto"):
             raise DataError(f"data.stratify must be auto, true or false, got {stratify!r}")
         if pad_to is not None and pad_to != "longest_train" and not (isinstance(pad_to, int) and pad_to > 0):
@@ -115,6 +123,7 @@ class SpamDataModule(TextDataModule):
         self.encoding = encoding
         self.header = header
         self.prompt_style, self.instruction = prompt_style, instruction
+        self.train_on_dropped = train_on_dropped
         self._label_names: list[str] | None = None
 
     # the model's head needs these before fit() runs setup; reading the file here is cheap
@@ -137,7 +146,7 @@ class SpamDataModule(TextDataModule):
     def class_weights(self) -> tuple[float, ...] | None:
         """balance=weighted: n / (classes * n_c) over the train split (sklearn's "balanced"), so every class
         adds the same total weight to the loss; else None (an unweighted loss)."""
-        if self.balance != "weighted":
+        if self.balance != "weighted" and not self.train_on_dropped:
             return None
         counts = np.bincount([ex["label"] for ex in self.train_set], minlength=self.num_classes)
         return tuple(float(len(self.train_set) / (self.num_classes * max(int(c), 1))) for c in counts)
@@ -159,10 +168,12 @@ class SpamDataModule(TextDataModule):
         order = stratified_order(labels[keep], rng) if self._stratified() else np.arange(len(keep))
         ids = {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
         ids = {name: keep[rng.permutation(idx) if self._stratified() else idx] for name, idx in ids.items()}
+        if self.train_on_dropped:
+            ids["train"] = self._with_dropped(ids, keep, rng)
         if self.train_rows is not None:
             ids["train"] = self._fewer_train_rows(ids["train"], labels, rng)
 
-        token_ids = self._tokenize(keep)
+        token_ids = self._tokenize(np.concatenate(list(ids.values())))
         sets = {
             name: [{"example_id": int(i), "input_ids": token_ids[int(i)], "label": int(labels[i])} for i in idx]
             for name, idx in ids.items()
@@ -180,16 +191,28 @@ class SpamDataModule(TextDataModule):
         """Row indices kept: the first of each text if dedup, undersampled per class if asked, shuffled."""
         keep = np.arange(len(labels))
         if self.dedup:
-            first = {}
-            for i, text in enumerate(self.texts):
-                first.setdefault(text, i)
-            keep = np.array(sorted(first.values()))
+            keep = self._unique_rows()
         rng = np.random.default_rng(self.seed)
         if self.balance == "undersample":
             per_class = [keep[labels[keep] == c] for c in range(self.num_classes)]
             smallest = min(len(idx) for idx in per_class)
             keep = np.concatenate([rng.choice(idx, size=smallest, replace=False) for idx in per_class])
         return keep[rng.permutation(len(keep))]
+
+    def _with_dropped(self, ids: dict[str, np.ndarray], keep: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The train split plus the rows undersampling left out, but for texts that are in val or test."""
+        held_out = {self.texts[i] for name in ("val", "test") for i in ids[name]}
+        candidates = self._unique_rows() if self.dedup else np.arange(len(self.texts))
+        dropped = np.setdiff1d(candidates, keep)
+        dropped = dropped[[self.texts[i] not in held_out for i in dropped]]
+        self.report["dropped_rows_added_to_train"] = len(dropped)
+        return rng.permutation(np.concatenate([ids["train"], dropped]))
+
+    def _unique_rows(self) -> np.ndarray:
+        first = {}
+        for i, text in enumerate(self.texts):
+            first.setdefault(text, i)
+        return np.array(sorted(first.values()))
 
     def _fewer_train_rows(self, train: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if self.train_rows > len(train):
