@@ -80,7 +80,7 @@ class SpamDataModule(TextDataModule):
     ):
         if balance not in BALANCES:
             raise DataError(f"data.balance must be one of {', '.join(BALANCES)}, got {balance!r}")
-        if train_on_dropped not in (True, False) or (train_on_dropped and balance != "undersample"):
+        if not isinstance(train_on_dropped, bool) or (train_on_dropped and balance != "undersample"):
             raise DataError(f"data.train_on_dropped=true adds the rows data.balance=undersample leaves out to the "
                             f"train split, so it needs data.balance=undersample (got data.balance={balance}, "
                             f"data.train_on_dropped={train_on_dropped!r}); data.balance=none or weighted trains on "
@@ -144,8 +144,8 @@ class SpamDataModule(TextDataModule):
                         pad_width=self.pad_width, class_weights=self.class_weights())
 
     def class_weights(self) -> tuple[float, ...] | None:
-        """balance=weighted: n / (classes * n_c) over the train split (sklearn's "balanced"), so every class
-        adds the same total weight to the loss; else None (an unweighted loss)."""
+        """balance=weighted or train_on_dropped: n / (classes * n_c) over the train split (sklearn's "balanced"), so
+        every class adds the same total weight to the loss; else None (an unweighted loss)."""
         if self.balance != "weighted" and not self.train_on_dropped:
             return None
         counts = np.bincount([ex["label"] for ex in self.train_set], minlength=self.num_classes)

@@ -111,7 +111,7 @@ class ClassifierTask(FinetuneTask):
 
     def _step(self, batch, split: str, log_name: str):
         logits = self(batch)
-        weight = self.class_weights if log_name == "train" else None  # data.balance=weighted: training only
+        weight = self.class_weights if log_name == "train" else None  # balance=weighted or train_on_dropped: training only
         loss = F.cross_entropy(logits.float(), batch["labels"], weight=weight)
         preds = logits.argmax(-1)
         key = split + "_"
